@@ -1,0 +1,11 @@
+/* The vicreg library: self-supervised joint-embedding learning (VICReg) in C. */
+#ifndef VICREG_H
+#define VICREG_H
+
+#include "vicreg/status.h"
+#include "vicreg/tensor.h"
+#include "vicreg/rng.h"
+#include "vicreg/backend.h"
+#include "vicreg/safetensors.h"
+
+#endif

@@ -1,0 +1,5 @@
+/* placeholder: replaced by the real kernels */
+#include "cpu.h"
+vr_status vr_cpu_lars_step(vr_backend *be, size_t count, float *w, const float *g, float *mu, float lr, float weight_decay, float momentum, float eta, int trust) { (void)be;(void)count;(void)w;(void)g;(void)mu;(void)lr;(void)weight_decay;(void)momentum;(void)eta;(void)trust; return VR_ERR_UNSUPPORTED; }
+vr_status vr_cpu_sgd_step(vr_backend *be, size_t count, float *w, const float *g, float *mu, float lr, float weight_decay, float momentum, int first_step) { (void)be;(void)count;(void)w;(void)g;(void)mu;(void)lr;(void)weight_decay;(void)momentum;(void)first_step; return VR_ERR_UNSUPPORTED; }
+vr_status vr_cpu_adamw_step(vr_backend *be, size_t count, float *w, const float *g, float *m, float *v, float lr, float beta1, float beta2, float eps, float weight_decay, long step) { (void)be;(void)count;(void)w;(void)g;(void)m;(void)v;(void)lr;(void)beta1;(void)beta2;(void)eps;(void)weight_decay;(void)step; return VR_ERR_UNSUPPORTED; }

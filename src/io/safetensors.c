@@ -1,0 +1,2 @@
+/* placeholder: replaced by the real reader and writer */
+#include "vicreg/safetensors.h"
