@@ -7,5 +7,11 @@
 #include "vicreg/rng.h"
 #include "vicreg/backend.h"
 #include "vicreg/safetensors.h"
+#include "vicreg/params.h"
+#include "vicreg/nn.h"
+#include "vicreg/model.h"
+#include "vicreg/optim.h"
+#include "vicreg/trainer.h"
+#include "vicreg/checkpoint.h"
 
 #endif

@@ -1,0 +1,34 @@
+/* One VICReg training step: forward both views, the loss, backward, optimiser update.
+ *
+ * Two set-ups share this code: a single branch whose weights both views share (the image
+ * setup: the two views travel as one batch of 2N, view 1 first, with BatchNorm statistics per
+ * view) and two non-shared branches, each fed its own input (the audio setup). */
+#ifndef VICREG_TRAINER_H
+#define VICREG_TRAINER_H
+
+#include "vicreg/model.h"
+#include "vicreg/optim.h"
+
+typedef struct vr_trainer {
+    vr_model *model;
+    vr_optim optim;
+    vr_vicreg_coeffs coeffs;
+    int n;            /* pairs per step */
+    int shared;       /* one branch for both views */
+    float *dz;        /* device (2N, D): d loss / d embeddings of view 1 then view 2 */
+    float *drepr[VR_MAX_BRANCHES]; /* device, per branch (rows, encoder dim) */
+    long step;        /* completed steps */
+} vr_trainer;
+
+/* Plans the model for n pairs of inputs (h, w) per branch (index 0 only when shared) and
+ * allocates the loss gradients. The optimiser state starts at zero. */
+vr_status vr_trainer_create(vr_trainer *t, vr_model *m, const vr_optim_config *opt, int n,
+                            const int *h, const int *w);
+/* x[0]: (2N,C,H,W) both views when shared; else x[0], x[1] per branch (N,...). On a NaN or
+ * Inf loss nothing is updated and VR_ERR_NUMERIC names the step and the term. */
+vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vicreg_terms *terms);
+/* The embeddings of the last step: view 1 and view 2 (N, D), device pointers. */
+void vr_trainer_embeddings(const vr_trainer *t, const float **z1, const float **z2);
+void vr_trainer_free(vr_trainer *t);
+
+#endif

@@ -1,0 +1,124 @@
+/* Training-step benchmark: the steps of configs a and b of shared/bench/torch_peer.py, on random
+ * data, printing the median step time, pairs/s, GFLOP/s and peak RSS as one RESULT line of JSON
+ * (the peer's fields), so tests/bench/compare.sh can put the two side by side.
+ *
+ *   a  ResNet-18, two 64x64 views, batch 64, expander 512-2048-2048-2048
+ *   b  ResNet-50, two 224x224 views, batch 8, expander 2048-8192-8192-8192
+ * Optimiser as the peer: SGD momentum 0.9, weight decay 1e-6 on every tensor (lr 0.01; 1e-3 for b).
+ *
+ * usage: bench_step a|b [--threads N] [--warmup W] [--steps S] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "vicreg/vicreg.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* multiply-accumulates of one forward pass over conv and linear layers (the peer's count) */
+static double resnet_macs(const vr_resnet *r, int n)
+{
+    double macs = 0;
+    const vr_convbn *units[1024];
+    int count = 0;
+    units[count++] = &r->stem;
+    for (int i = 0; i < r->nblocks; i++) {
+        for (int j = 0; j < r->blocks[i].nconv; j++) units[count++] = &r->blocks[i].conv[j];
+        if (r->blocks[i].has_down) units[count++] = &r->blocks[i].down;
+    }
+    for (int i = 0; i < count; i++) {
+        const vr_convbn *l = units[i];
+        double kk = r->cfg.rank == 2 ? (double)l->k * l->k : l->k;
+        macs += (double)n * l->cout * l->h_out * l->w_out * l->cin * kk;
+    }
+    return macs;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_step: %s: %s\n", what, vr_last_error());
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || (strcmp(argv[1], "a") && strcmp(argv[1], "b"))) {
+        fprintf(stderr, "usage: bench_step a|b [--threads N] [--warmup W] [--steps S]\n");
+        return 2;
+    }
+    int cfg_a = argv[1][0] == 'a';
+    int threads = 2, warmup = cfg_a ? 3 : 2, steps = cfg_a ? 10 : 3;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+    }
+    int n = cfg_a ? 64 : 8, hw = cfg_a ? 64 : 224;
+    vr_backend *be;
+    if (vr_backend_create("cpu", threads, &be)) die("backend");
+    vr_branch_config bc;
+    vr_branch_config_image(&bc, cfg_a ? 18 : 50, cfg_a ? "2048-2048-2048" : "8192-8192-8192");
+    vr_model m;
+    if (vr_model_create(&m, be, 1, &bc) || vr_model_init(&m, 0)) die("model");
+    vr_optim_config oc;
+    vr_optim_config_default(&oc, VR_OPTIM_SGD);
+    oc.exclude_1d = 0;
+    vr_trainer t;
+    int h[1] = {hw}, w[1] = {hw};
+    if (vr_trainer_create(&t, &m, &oc, n, h, w)) die("trainer");
+    size_t in_count = (size_t)2 * n * 3 * hw * hw;
+    float *x = vr_alloc(in_count * sizeof(float));
+    vr_rng rng;
+    vr_rng_seed(&rng, 0);
+    double *times = calloc((size_t)steps, sizeof *times);
+    double first = 0, last = 0;
+    for (int it = 0; it < warmup + steps; it++) {
+        for (size_t i = 0; i < in_count; i++) x[i] = vr_rng_normal(&rng);
+        const float *inputs[1] = {x};
+        vr_vicreg_terms terms;
+        double t0 = now();
+        if (vr_trainer_step(&t, inputs, cfg_a ? 0.01f : 1e-3f, &terms)) die("step");
+        double dt = now() - t0;
+        if (it == 0) first = terms.loss;
+        last = terms.loss;
+        if (it >= warmup) times[it - warmup] = dt;
+        fprintf(stderr, "  [%s] step %2d %s %7.3fs loss %.4f (inv %.4f std %.4f cov %.4f)\n",
+                argv[1], it, it < warmup ? "warm" : "time", dt, terms.loss, terms.invariance,
+                terms.variance, terms.covariance);
+    }
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    double med = times[steps / 2];
+    if (steps % 2 == 0) med = 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    double macs = resnet_macs(&m.branch[0].enc, 2 * n);
+    for (int i = 0; i < m.branch[0].exp.nlayers; i++)
+        macs += 2.0 * n * m.branch[0].exp.dims[i] * m.branch[0].exp.dims[i + 1];
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("RESULT {\"config\": \"%s\", \"batch_pairs\": %d, \"params_M\": %.2f, "
+           "\"fwd_GMAC_per_step\": %.2f, \"median_step_s\": %.4f, \"min_step_s\": %.4f, "
+           "\"max_step_s\": %.4f, \"pairs_per_s\": %.2f, \"approx_train_GFLOP_per_s\": %.1f, "
+           "\"peak_rss_MB\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"threads\": %d, "
+           "\"warmup\": %d, \"steps\": %d}\n",
+           cfg_a ? "a_resnet18_64px_b64" : "b_resnet50_224px_b8", n,
+           (double)m.params.total / 1e6, macs / 1e9, med, times[0], times[steps - 1], n / med,
+           6.0 * macs / 1e9 / med, ru.ru_maxrss / 1024.0, first, last, threads, warmup, steps);
+    free(times);
+    vr_free(x);
+    vr_trainer_free(&t);
+    vr_model_free(&m);
+    vr_backend_destroy(be);
+    return 0;
+}
