@@ -86,10 +86,13 @@ vr_status vr_checkpoint_save(const char *path, const vr_model *m, const vr_optim
     return s;
 }
 
+/* Reads every tensor of ps into its place in host; the alignment gaps are zeroed so a loaded
+ * block equals the saved one bit for bit. */
 static vr_status read_set(const vr_safetensors *st, const char *path, const vr_paramset *ps,
                           float *host, const char *prefix)
 {
     char name[2 * VR_NAME_MAX];
+    memset(host, 0, ps->total * sizeof(float));
     for (int i = 0; i < ps->count; i++) {
         const vr_param *t = &ps->items[i];
         snprintf(name, sizeof name, "%s%s", prefix, t->name);
