@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -658,6 +660,20 @@ static vr_status write_tmp(const vr_st_writer *w, const char *path, const char *
     return VR_OK;
 }
 
+/* Makes a completed rename durable: the new directory entry reaches the disk with the file.
+ * Best effort: a directory that cannot be opened for reading (rare) leaves the rename as it is. */
+static void sync_parent(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(copy);
+}
+
 vr_status vr_st_write(vr_st_writer *w, const char *path)
 {
     char *header = NULL;
@@ -679,6 +695,7 @@ vr_status vr_st_write(vr_st_writer *w, const char *path)
                     strerror(errno));
         unlink(tmp);
     }
+    if (s == VR_OK) sync_parent(path);
     free(tmp);
     free(header);
     return s;
