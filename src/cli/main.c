@@ -1,0 +1,39 @@
+/* vicreg: the command-line entry point; dispatches to one command per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *usage_text =
+    "usage: vicreg COMMAND [ARGS]\n"
+    "\n"
+    "VICReg self-supervised learning on grayscale image sets (Fashion-MNIST, MNIST).\n"
+    "\n"
+    "commands:\n"
+    "  train RECIPE.ini [--set section.key=value]... [--resume CHECKPOINT] [--dry-run]\n"
+    "                     train a model as the recipe says; k-NN evaluation at the end\n"
+    "  eval knn CHECKPOINT | --random-init RECIPE.ini [--set ...] [--json PATH]\n"
+    "                     k-NN top-1/top-5 of a model's representations\n"
+    "  info CHECKPOINT    tensors, parameter counts and metadata of a checkpoint\n"
+    "\n"
+    "  vicreg COMMAND --help   more about one command\n"
+    "\n"
+    "exit status: 0 success, 1 runtime error (files, numbers, memory), 2 usage error\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return VR_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return VR_EXIT_OK;
+    }
+    if (!strcmp(cmd, "train")) return vr_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return vr_cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return vr_cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "vicreg: unknown command '%s'\n\n%s", cmd, usage_text);
+    return VR_EXIT_USAGE;
+}

@@ -1,0 +1,514 @@
+/* Recipe parsing, overrides and the canonical text (see recipe.h). One table lists every key:
+ * parsing, --set, validation and writing all walk it, so a key cannot exist in one and be
+ * missing from another. */
+#include "recipe.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FMNIST "/usr/share/datasets/fashion-mnist/"
+/* Longest string value: with its key it must fit one line of inih's 200-byte buffer, or the
+ * resolved recipe could not be read back. */
+#define MAX_STR_VALUE 160
+
+typedef enum key_type { K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM } key_type;
+
+typedef struct key_def {
+    const char *section, *name;
+    key_type type;
+    size_t offset, size; /* size: buffer bytes for K_STR */
+    double min, max;     /* inclusive range of numbers */
+    const char *help;
+} key_def;
+
+#define OFF(m) offsetof(vr_recipe, m)
+#define STR(sec, key, m, help) {sec, key, K_STR, OFF(m), sizeof(((vr_recipe *)0)->m), 0, 0, help}
+#define NUM(sec, key, type, m, lo, hi, help) {sec, key, type, OFF(m), 0, lo, hi, help}
+
+/* Optimiser values left NaN by the defaults take the chosen optimiser's own defaults. */
+static const key_def keys[] = {
+    STR("data", "train_images", train_images, "IDX images (N,H,W), gzip or plain"),
+    STR("data", "train_labels", train_labels, "IDX labels (N)"),
+    STR("data", "test_images", test_images, "IDX images of the k-NN test split"),
+    STR("data", "test_labels", test_labels, "IDX labels of the k-NN test split"),
+    NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "first N training samples; 0: all"),
+
+    NUM("views", "size", K_INT, views.size, 1, VR_VIEWS_MAX_SIZE, "output side S in pixels"),
+    NUM("views", "scale_min", K_FLOAT, views.scale_min, 1e-6, 1, "RandomResizedCrop area fraction"),
+    NUM("views", "scale_max", K_FLOAT, views.scale_max, 1e-6, 1, "RandomResizedCrop area fraction"),
+    NUM("views", "ratio_min", K_FLOAT, views.ratio_min, 1e-3, 1e3, "crop aspect ratio w/h"),
+    NUM("views", "ratio_max", K_FLOAT, views.ratio_max, 1e-3, 1e3, "crop aspect ratio w/h"),
+    NUM("views", "flip_p", K_FLOAT, views.flip_p, 0, 1, "horizontal flip probability"),
+    NUM("views", "jitter_p", K_FLOAT, views.jitter_p, 0, 1, "brightness/contrast jitter probability"),
+    NUM("views", "brightness", K_FLOAT, views.brightness, 0, 10, "brightness factor in 1 +- this"),
+    NUM("views", "contrast", K_FLOAT, views.contrast, 0, 10, "contrast factor in 1 +- this"),
+    NUM("views", "blur_p1", K_FLOAT, views.blur_p[0], 0, 1, "Gaussian blur probability, view 1"),
+    NUM("views", "blur_p2", K_FLOAT, views.blur_p[1], 0, 1, "Gaussian blur probability, view 2"),
+    NUM("views", "blur_sigma_min", K_FLOAT, views.blur_sigma_min, 1e-3, 100, "blur sigma, pixels"),
+    NUM("views", "blur_sigma_max", K_FLOAT, views.blur_sigma_max, 1e-3, 100, "blur sigma, pixels"),
+    NUM("views", "solarize_p1", K_FLOAT, views.solarize_p[0], 0, 1, "solarisation probability, view 1"),
+    NUM("views", "solarize_p2", K_FLOAT, views.solarize_p[1], 0, 1, "solarisation probability, view 2"),
+    NUM("views", "solarize_threshold", K_FLOAT, views.solarize_threshold, 0, 1, "pixels >= this are inverted"),
+    NUM("views", "mean", K_FLOAT, views.mean, -10, 10, "normalisation mean of [0, 1] pixels"),
+    NUM("views", "std", K_FLOAT, views.std, 1e-6, 10, "normalisation std of [0, 1] pixels"),
+
+    NUM("model", "depth", K_DEPTH, depth, 18, 50, "ResNet depth: 18, 34 or 50"),
+    NUM("model", "widths", K_WIDTHS, widths, 1, 8192, "planes of the four stages, comma-separated"),
+    NUM("model", "stem_kernel", K_INT, stem_kernel, 1, 15, "first convolution"),
+    NUM("model", "stem_stride", K_INT, stem_stride, 1, 8, "first convolution"),
+    NUM("model", "stem_pad", K_INT, stem_pad, 0, 7, "first convolution"),
+    NUM("model", "pool_kernel", K_INT, pool_kernel, 0, 7, "max pool after the stem; 0: none"),
+    NUM("model", "pool_stride", K_INT, pool_stride, 1, 4, "max pool"),
+    NUM("model", "pool_pad", K_INT, pool_pad, 0, 3, "max pool"),
+    NUM("model", "zero_init_residual", K_BOOL, zero_init_residual, 0, 1, "last BN of each block starts at 0"),
+    STR("model", "expander", expander, "e.g. 256-1024-1024-1024 (first = encoder output); empty: none"),
+
+    NUM("loss", "sim_coeff", K_FLOAT, coeffs.sim, 0, 1e6, "invariance coefficient"),
+    NUM("loss", "std_coeff", K_FLOAT, coeffs.std, 0, 1e6, "variance coefficient"),
+    NUM("loss", "cov_coeff", K_FLOAT, coeffs.cov, 0, 1e6, "covariance coefficient"),
+
+    NUM("optim", "name", K_OPTIM, optim.kind, 0, 0, "lars, sgd or adamw"),
+    NUM("optim", "base_lr", K_FLOAT, base_lr, 0, 1e3, "learning rate at batch 256 (scaled by batch/256)"),
+    NUM("optim", "weight_decay", K_FLOAT, optim.weight_decay, 0, 10, "default: the optimiser's"),
+    NUM("optim", "momentum", K_FLOAT, optim.momentum, 0, 1, "LARS, SGD"),
+    NUM("optim", "eta", K_FLOAT, optim.eta, 0, 10, "LARS trust coefficient"),
+    NUM("optim", "beta1", K_FLOAT, optim.beta1, 0, 1, "AdamW"),
+    NUM("optim", "beta2", K_FLOAT, optim.beta2, 0, 1, "AdamW"),
+    NUM("optim", "eps", K_FLOAT, optim.eps, 0, 1, "AdamW"),
+    NUM("optim", "exclude_1d", K_BOOL, optim.exclude_1d, 0, 1, "no decay/trust ratio for biases and BN"),
+    NUM("optim", "warmup_epochs", K_FLOAT, warmup_epochs, 0, 1e6, "linear warm-up, may be fractional"),
+    NUM("optim", "final_lr_ratio", K_FLOAT, final_lr_ratio, 0, 1, "end of the cosine / base"),
+
+    NUM("train", "epochs", K_INT, epochs, 1, 1e6, "passes over the training set"),
+    NUM("train", "batch", K_INT, batch, 2, 1e6, "pairs per step"),
+    NUM("train", "seed", K_U64, seed, 0, 0, "initialisation, shuffles and views"),
+    NUM("train", "threads", K_INT, threads, 0, 4096, "0: every core"),
+    STR("train", "backend", backend, "cpu (or cuda where built)"),
+    STR("train", "run_dir", run_dir, "recipe.ini, metrics.jsonl, checkpoint, eval.json"),
+    NUM("train", "checkpoint_every", K_LONG, checkpoint_every, 0, 1e15, "steps; 0: only at the end"),
+    NUM("train", "log_every", K_INT, log_every, 1, 1e9, "steps between metrics.jsonl lines"),
+
+    NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
+    NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
+    NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "first N training samples; 0: all"),
+    NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "first N test samples; 0: all"),
+    NUM("eval", "batch", K_INT, eval_batch, 1, 1e6, "images per forward pass"),
+};
+#define NKEYS ((int)(sizeof keys / sizeof *keys))
+
+static void defaults(vr_recipe *r)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->train_images, sizeof r->train_images, "%s", FMNIST "train-images-idx3-ubyte.gz");
+    snprintf(r->train_labels, sizeof r->train_labels, "%s", FMNIST "train-labels-idx1-ubyte.gz");
+    snprintf(r->test_images, sizeof r->test_images, "%s", FMNIST "t10k-images-idx3-ubyte.gz");
+    snprintf(r->test_labels, sizeof r->test_labels, "%s", FMNIST "t10k-labels-idx1-ubyte.gz");
+    vr_gray_views_default(&r->views, 28);
+    /* Fashion-MNIST's pixel statistics over the training set, in [0, 1] */
+    r->views.mean = 0.2860f;
+    r->views.std = 0.3530f;
+    vr_resnet_config rc;
+    vr_resnet_config_default(&rc, 18, 2, 1);
+    r->depth = 18;
+    memcpy(r->widths, rc.widths, sizeof r->widths);
+    r->stem_kernel = rc.stem_kernel;
+    r->stem_stride = rc.stem_stride;
+    r->stem_pad = rc.stem_pad;
+    r->pool_kernel = rc.pool_kernel;
+    r->pool_stride = rc.pool_stride;
+    r->pool_pad = rc.pool_pad;
+    r->zero_init_residual = 1;
+    snprintf(r->expander, sizeof r->expander, "512-2048-2048-2048");
+    r->coeffs = (vr_vicreg_coeffs){25.0f, 25.0f, 1.0f};
+    r->optim.kind = VR_OPTIM_LARS;
+    r->optim.weight_decay = r->optim.momentum = r->optim.eta = NAN;
+    r->optim.beta1 = r->optim.beta2 = r->optim.eps = NAN;
+    r->optim.exclude_1d = 1;
+    r->base_lr = 0.3f;
+    r->warmup_epochs = 10.0f;
+    r->final_lr_ratio = 0.001f;
+    r->epochs = 100;
+    r->batch = 256;
+    r->seed = 0;
+    r->threads = 0;
+    snprintf(r->backend, sizeof r->backend, "cpu");
+    snprintf(r->run_dir, sizeof r->run_dir, "runs/vicreg");
+    r->checkpoint_every = 1000;
+    r->log_every = 10;
+    r->eval_k = 20;
+    r->eval_temperature = 0.07f;
+    r->eval_batch = 256;
+}
+
+static const key_def *find_key(const char *section, const char *name, int *section_known)
+{
+    *section_known = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) != 0) continue;
+        *section_known = 1;
+        if (strcmp(keys[i].name, name) == 0) return &keys[i];
+    }
+    return NULL;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(v, yes[i])) return *out = 1, 1;
+        if (!strcasecmp(v, no[i])) return *out = 0, 1;
+    }
+    return 0;
+}
+
+/* Integers in full, no trailing text, within [min, max]. */
+static int parse_int(const char *v, double min, double max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || (double)x < min || (double)x > max) return 0;
+    *out = x;
+    return 1;
+}
+
+/* Stores value v into key k of r; on failure fills why (what was expected). */
+static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, size_t len)
+{
+    char *field = (char *)r + k->offset;
+    long long x;
+    switch (k->type) {
+    case K_STR:
+        if (strlen(v) >= k->size || strlen(v) > MAX_STR_VALUE)
+            return snprintf(why, len, "at most %d characters", MAX_STR_VALUE), 0;
+        memcpy(field, v, strlen(v) + 1);
+        return 1;
+    case K_INT:
+    case K_LONG:
+        if (!parse_int(v, k->min, k->max, &x))
+            return snprintf(why, len, "an integer in %.0f..%.0f", k->min, k->max), 0;
+        if (k->type == K_INT) *(int *)field = (int)x;
+        else *(long *)field = (long)x;
+        return 1;
+    case K_DEPTH:
+        if (!parse_int(v, k->min, k->max, &x) || (x != 18 && x != 34 && x != 50))
+            return snprintf(why, len, "18, 34 or 50"), 0;
+        *(int *)field = (int)x;
+        return 1;
+    case K_U64: {
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(v, &end, 0);
+        if (end == v || *end || errno || v[0] == '-') return snprintf(why, len, "an unsigned 64-bit integer"), 0;
+        *(uint64_t *)field = u;
+        return 1;
+    }
+    case K_FLOAT: {
+        char *end;
+        errno = 0;
+        double d = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(d) || d < k->min || d > k->max)
+            return snprintf(why, len, "a number in %g..%g", k->min, k->max), 0;
+        *(float *)field = (float)d;
+        return 1;
+    }
+    case K_BOOL:
+        if (!parse_bool(v, (int *)field)) return snprintf(why, len, "true or false"), 0;
+        return 1;
+    case K_WIDTHS: {
+        int w[4], n = 0;
+        const char *p = v;
+        while (n < 4) {
+            char *end;
+            errno = 0;
+            long y = strtol(p, &end, 10);
+            if (end == p || errno || y < k->min || y > k->max) break;
+            w[n++] = (int)y;
+            while (*end == ' ' || *end == '\t') end++;
+            if (n < 4 && *end != ',') break;
+            p = n < 4 ? end + 1 : end;
+        }
+        if (n < 4 || *p) return snprintf(why, len, "four integers in 1..8192 separated by commas"), 0;
+        memcpy(field, w, sizeof w);
+        return 1;
+    }
+    case K_OPTIM:
+        if (vr_optim_kind_parse(v, (vr_optim_kind *)field) != VR_OK)
+            return snprintf(why, len, "one of lars, sgd, adamw"), 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* State of one parse: the text's name for errors, its reader and the line counter. */
+typedef struct parse_ctx {
+    vr_recipe *r;
+    const char *name;
+    FILE *file;         /* or */
+    const char *text;   /* the rest of the text */
+    int line;           /* lines handed to inih so far = the line being parsed */
+    int long_line;      /* first line longer than inih's buffer, 0 if none */
+    int set_line[NKEYS];
+    int err_line;       /* line of the first handler error; 0 if none */
+    char err[512];
+} parse_ctx;
+
+/* inih's reader: one line per call, counted, so the handler knows which line it is on. */
+static char *read_line(char *str, int num, void *stream)
+{
+    parse_ctx *p = stream;
+    char *got;
+    if (p->file) {
+        got = fgets(str, num, p->file);
+    } else {
+        if (!*p->text) return NULL;
+        const char *nl = strchr(p->text, '\n');
+        size_t n = nl ? (size_t)(nl - p->text) + 1 : strlen(p->text);
+        if (n > (size_t)num - 1) n = (size_t)num - 1;
+        memcpy(str, p->text, n);
+        str[n] = '\0';
+        p->text += n;
+        got = str;
+    }
+    if (!got) return NULL;
+    size_t n = strlen(str);
+    /* a line that filled the buffer without its newline continues in the next call: inih would
+     * read the rest as a line of its own, so it is refused outright */
+    if (n == (size_t)num - 1 && str[n - 1] != '\n') {
+        if (!p->long_line) p->long_line = p->line + 1;
+    }
+    p->line++;
+    return got;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *p = user;
+    if (p->err_line) return 1; /* the first error is the one reported */
+    int known;
+    const key_def *k = find_key(section, name, &known);
+    char why[160];
+    if (!k) {
+        if (known)
+            snprintf(p->err, sizeof p->err, "unknown key '%s' in [%s]", name, section);
+        else if (!*section)
+            snprintf(p->err, sizeof p->err, "key '%s' outside any [section]", name);
+        else
+            snprintf(p->err, sizeof p->err, "unknown section [%s] (key '%s')", section, name);
+        p->err_line = p->line;
+        return 0;
+    }
+    int i = (int)(k - keys);
+    if (p->set_line[i]) {
+        snprintf(p->err, sizeof p->err, "key '%s' in [%s] set again (first on line %d)", name,
+                 section, p->set_line[i]);
+        p->err_line = p->line;
+        return 0;
+    }
+    p->set_line[i] = p->line;
+    if (!set_value(p->r, k, value, why, sizeof why)) {
+        snprintf(p->err, sizeof p->err, "[%s] %s = '%s': expected %s", section, name, value, why);
+        p->err_line = p->line;
+        return 0;
+    }
+    return 1;
+}
+
+static vr_status run_parse(parse_ctx *p)
+{
+    int rc = ini_parse_stream(read_line, p, handler, p);
+    if (p->long_line && (!rc || p->long_line <= rc))
+        return vr_fail(VR_ERR_ARG, "recipe", "%s:%d: line longer than %d characters", p->name,
+                       p->long_line, INI_MAX_LINE - 2);
+    if (rc == 0) return VR_OK;
+    if (rc < 0) return vr_fail(VR_ERR_NOMEM, "recipe", "%s: parser out of memory", p->name);
+    if (rc == p->err_line) return vr_fail(VR_ERR_ARG, "recipe", "%s:%d: %s", p->name, rc, p->err);
+    return vr_fail(VR_ERR_ARG, "recipe", "%s:%d: syntax error (expected [section] or key = value)",
+                   p->name, rc);
+}
+
+static vr_status apply_set(vr_recipe *r, const char *arg)
+{
+    char section[64], name[64], why[160];
+    const char *dot = strchr(arg, '.'), *eq = strchr(arg, '=');
+    if (!dot || !eq || dot > eq || dot == arg || eq == dot + 1 || (size_t)(dot - arg) >= sizeof section ||
+        (size_t)(eq - dot - 1) >= sizeof name)
+        return vr_fail(VR_ERR_ARG, "recipe", "--set %s: expected section.key=value", arg);
+    memcpy(section, arg, (size_t)(dot - arg));
+    section[dot - arg] = '\0';
+    memcpy(name, dot + 1, (size_t)(eq - dot - 1));
+    name[eq - dot - 1] = '\0';
+    int known;
+    const key_def *k = find_key(section, name, &known);
+    if (!k)
+        return vr_fail(VR_ERR_ARG, "recipe", "--set %s: %s '%s'%s%s%s", arg,
+                       known ? "unknown key" : "unknown section", known ? name : section,
+                       known ? " in [" : "", known ? section : "", known ? "]" : "");
+    if (!set_value(r, k, eq + 1, why, sizeof why))
+        return vr_fail(VR_ERR_ARG, "recipe", "--set %s: expected %s", arg, why);
+    return VR_OK;
+}
+
+/* Cross-key checks and the optimiser's defaults for what the recipe left unset. */
+static vr_status finish(vr_recipe *r, const char *name)
+{
+    vr_optim_config d;
+    vr_optim_config_default(&d, r->optim.kind);
+    float *mine[] = {&r->optim.weight_decay, &r->optim.momentum, &r->optim.eta,
+                     &r->optim.beta1, &r->optim.beta2, &r->optim.eps};
+    const float theirs[] = {d.weight_decay, d.momentum, d.eta, d.beta1, d.beta2, d.eps};
+    for (int i = 0; i < 6; i++)
+        if (isnan(*mine[i])) *mine[i] = theirs[i];
+    if (vr_gray_views_check(&r->views) != VR_OK) {
+        char why[256]; /* a copy: vr_fail writes over the message it would read */
+        const char *msg = vr_last_error();
+        snprintf(why, sizeof why, "%s", strncmp(msg, "views: ", 7) ? msg : msg + 7);
+        return vr_fail(VR_ERR_ARG, "recipe", "%s: [views] %s", name, why);
+    }
+    if (!r->train_images[0] || !r->train_labels[0])
+        return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] train_images and train_labels are required", name);
+    if (!r->run_dir[0]) return vr_fail(VR_ERR_ARG, "recipe", "%s: [train] run_dir is empty", name);
+    return VR_OK;
+}
+
+static vr_status load(vr_recipe *r, parse_ctx *p, const char *const *sets, int n_sets)
+{
+    VR_TRY(run_parse(p));
+    for (int i = 0; i < n_sets; i++) VR_TRY(apply_set(r, sets[i]));
+    return finish(r, p->name);
+}
+
+vr_status vr_recipe_load(vr_recipe *r, const char *path, const char *const *sets, int n_sets)
+{
+    defaults(r);
+    parse_ctx p = {.r = r, .name = path ? path : "(defaults)", .text = ""};
+    if (path) {
+        p.file = fopen(path, "r");
+        if (!p.file) return vr_fail(VR_ERR_IO, "recipe", "%s: cannot open: %s", path, strerror(errno));
+    }
+    vr_status s = load(r, &p, sets, n_sets);
+    if (p.file) fclose(p.file);
+    return s;
+}
+
+vr_status vr_recipe_load_text(vr_recipe *r, const char *text, const char *name,
+                              const char *const *sets, int n_sets)
+{
+    defaults(r);
+    parse_ctx p = {.r = r, .name = name, .text = text};
+    return load(r, &p, sets, n_sets);
+}
+
+/* The shortest %g form that reads back as the same float. */
+static void format_float(char *buf, size_t len, float x)
+{
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, len, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+
+typedef struct strbuf {
+    char *s;
+    size_t len, cap;
+    int failed;
+} strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...)
+{
+    if (b->failed) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->failed = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+char *vr_recipe_format(const vr_recipe *r)
+{
+    strbuf b = {0};
+    const char *section = "";
+    sb_printf(&b, "; resolved recipe: every key, defaults included\n");
+    for (int i = 0; i < NKEYS; i++) {
+        const key_def *k = &keys[i];
+        const char *field = (const char *)r + k->offset;
+        char value[VR_RECIPE_PATH + 64];
+        if (strcmp(section, k->section) != 0) {
+            section = k->section;
+            sb_printf(&b, "%s[%s]\n", i ? "\n" : "", section);
+        }
+        switch (k->type) {
+        case K_STR: snprintf(value, sizeof value, "%s", field); break;
+        case K_INT:
+        case K_DEPTH: snprintf(value, sizeof value, "%d", *(const int *)field); break;
+        case K_LONG: snprintf(value, sizeof value, "%ld", *(const long *)field); break;
+        case K_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case K_FLOAT: format_float(value, sizeof value, *(const float *)field); break;
+        case K_BOOL: snprintf(value, sizeof value, "%s", *(const int *)field ? "true" : "false"); break;
+        case K_WIDTHS: {
+            const int *w = (const int *)field;
+            snprintf(value, sizeof value, "%d,%d,%d,%d", w[0], w[1], w[2], w[3]);
+            break;
+        }
+        case K_OPTIM: snprintf(value, sizeof value, "%s", vr_optim_kind_name(*(const vr_optim_kind *)field)); break;
+        }
+        /* the help rides along as a comment where the line stays within inih's limit */
+        size_t shown = strlen(value) > 40 ? strlen(value) : 40; /* the value column is 40 wide */
+        if (18 + 3 + shown + 3 + strlen(k->help) + 1 < INI_MAX_LINE - 1)
+            sb_printf(&b, "%-18s = %-40s ; %s\n", k->name, value, k->help);
+        else
+            sb_printf(&b, "%s = %s\n", k->name, value);
+    }
+    if (b.failed) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+void vr_recipe_branch(const vr_recipe *r, vr_branch_config *bc)
+{
+    vr_branch_config_image(bc, r->depth, "");
+    vr_resnet_config *e = &bc->encoder;
+    e->in_channels = 1;
+    memcpy(e->widths, r->widths, sizeof e->widths);
+    e->stem_kernel = r->stem_kernel;
+    e->stem_stride = r->stem_stride;
+    e->stem_pad = r->stem_pad;
+    e->pool_kernel = r->pool_kernel;
+    e->pool_stride = r->pool_stride;
+    e->pool_pad = r->pool_pad;
+    e->zero_init_residual = r->zero_init_residual;
+    snprintf(bc->expander, sizeof bc->expander, "%s", r->expander);
+}
+
+vr_lr_schedule vr_recipe_schedule(const vr_recipe *r, long steps_per_epoch)
+{
+    return (vr_lr_schedule){
+        .base = vr_lr_scaled_base(r->base_lr, r->batch),
+        .warmup_steps = lround((double)r->warmup_epochs * steps_per_epoch),
+        .total_steps = (long)r->epochs * steps_per_epoch,
+        .final_ratio = r->final_lr_ratio,
+    };
+}

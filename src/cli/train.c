@@ -1,0 +1,487 @@
+/* vicreg train: the training loop of a recipe — data order, views, steps, schedule, progress,
+ * metrics, checkpoints, resume — and the k-NN evaluation at its end.
+ *
+ * Determinism: the data order of epoch e is a shuffle seeded from (seed, e), and the views of
+ * the sample at global position p = step * batch + i from (seed, 2p + view). Nothing else is
+ * random after initialisation, so the state of a run is its weights, optimiser state and step:
+ * a run resumed from a checkpoint continues bit for bit as if it had never stopped (same thread
+ * count, same build). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vicreg/checkpoint.h"
+#include "vicreg/safetensors.h"
+#include "vicreg/trainer.h"
+
+static const char *train_help =
+    "usage: vicreg train RECIPE.ini [--set section.key=value]... [--resume CHECKPOINT] [--dry-run]\n"
+    "\n"
+    "Trains a VICReg model as RECIPE.ini says (see recipes/ for examples; every key is listed\n"
+    "with its meaning in the resolved recipe that --dry-run prints) and ends with a k-NN\n"
+    "evaluation on the test split. The run directory ([train] run_dir) receives:\n"
+    "  recipe.ini               the resolved recipe (defaults and --set included)\n"
+    "  metrics.jsonl            one JSON object per logged step: step, epoch, loss, invariance,\n"
+    "                           variance, covariance, lr, samples_per_s, elapsed_s\n"
+    "  checkpoint.safetensors   weights, optimizer state, step and recipe; every\n"
+    "                           [train] checkpoint_every steps and at the end\n"
+    "  eval.json                k-NN top-1 / top-5 of the trained encoder\n"
+    "\n"
+    "  --set s.k=v          override one recipe key (repeatable), e.g. --set train.epochs=1\n"
+    "  --resume CHECKPOINT  continue a run: weights, optimizer state, step and data order; the\n"
+    "                       result equals an uninterrupted run (same recipe and threads)\n"
+    "  --dry-run            print the resolved recipe, parameter count, memory estimate and\n"
+    "                       steps per epoch; read no data beyond the image file's header\n"
+    "\n"
+    "A non-finite loss stops training with exit status 1; the last checkpoint stays as it was.\n"
+    "Ctrl-C (SIGINT) or SIGTERM ends the step under way, saves a checkpoint and exits with 1.\n";
+
+#define PROGRESS_SECONDS 2.0
+
+/* Set by SIGINT/SIGTERM: the loop finishes the step under way, saves and stops, so an
+ * interrupted run can be resumed from exactly where it stopped. */
+static volatile sig_atomic_t stop_requested;
+
+static void request_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Seeds of their own for views and shuffles, derived from train.seed, so their streams never
+ * coincide with the streams of the initialisation (seeded from train.seed directly). */
+static uint64_t derive_seed(uint64_t seed, uint64_t purpose)
+{
+    vr_rng r;
+    vr_rng_seed_stream(&r, seed, ~purpose);
+    return vr_rng_u64(&r);
+}
+enum { SEED_VIEWS = 1, SEED_SHUFFLE = 2 };
+
+/* perm (N): the data order of `epoch`, a Fisher-Yates shuffle seeded from (seed, epoch). */
+static void shuffle(int *perm, int n, uint64_t seed, long epoch)
+{
+    vr_rng r;
+    vr_rng_seed_stream(&r, seed, (uint64_t)epoch);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)vr_rng_below(&r, (uint64_t)i + 1);
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+typedef struct train_args {
+    const char *recipe_path, *resume;
+    const char *sets[VR_CLI_MAX_SETS];
+    int n_sets, dry_run;
+} train_args;
+
+/* Everything a run holds. */
+typedef struct run {
+    vr_recipe r;
+    char *recipe_text;
+    vr_backend *be;
+    vr_model m;
+    vr_trainer t;
+    int have_trainer;
+    vr_gray_dataset train;
+    long steps_per_epoch, total_steps;
+    vr_lr_schedule sched;
+    int *perm;            /* (N) data order of the current epoch */
+    float *x_host, *x_dev; /* (2N,1,S,S) both views; x_dev == x_host on the CPU */
+    char checkpoint[VR_RECIPE_PATH + 64], metrics[VR_RECIPE_PATH + 64];
+    long last_saved;      /* step of the last checkpoint written or loaded; -1 none */
+} run;
+
+static void run_free(run *u)
+{
+    if (u->have_trainer) vr_trainer_free(&u->t);
+    if (u->x_dev && u->x_dev != u->x_host) u->be->free(u->be, u->x_dev);
+    vr_free(u->x_host);
+    vr_free(u->perm);
+    vr_gray_dataset_free(&u->train);
+    vr_model_free(&u->m);
+    if (u->be) vr_backend_destroy(u->be);
+    free(u->recipe_text);
+}
+
+static int parse_args(int argc, char **argv, train_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        int took = vr_cli_take_set("train", argc, argv, &i, a->sets, &a->n_sets);
+        if (took < 0) return VR_EXIT_USAGE;
+        if (took) continue;
+        const char *s = argv[i];
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            fputs(train_help, stdout);
+            return -1;
+        }
+        if (!strcmp(s, "--dry-run")) {
+            a->dry_run = 1;
+        } else if (!strcmp(s, "--resume")) {
+            if (i + 1 >= argc) return vr_cli_usage("train", "--resume needs a checkpoint path");
+            a->resume = argv[++i];
+        } else if (s[0] == '-' && s[1]) {
+            return vr_cli_usage("train", "unknown option '%s'", s);
+        } else if (a->recipe_path) {
+            return vr_cli_usage("train", "one recipe only ('%s' and '%s')", a->recipe_path, s);
+        } else {
+            a->recipe_path = s;
+        }
+    }
+    if (!a->recipe_path) return vr_cli_usage("train", "which recipe? (vicreg train RECIPE.ini)");
+    return VR_EXIT_OK;
+}
+
+/* The model, its trainer for the recipe's batch and view size, and the loss coefficients. */
+static vr_status build(run *u)
+{
+    VR_TRY(vr_cli_open_model(&u->r, &u->be, &u->m));
+    vr_optim_config oc = u->r.optim;
+    int size = u->r.views.size;
+    VR_TRY(vr_trainer_create(&u->t, &u->m, &oc, u->r.batch, &size, &size));
+    u->have_trainer = 1;
+    u->t.coeffs = u->r.coeffs;
+    return VR_OK;
+}
+
+static long long prefix_params(const vr_model *m, const char *prefix)
+{
+    long long n = 0;
+    for (int i = 0; i < m->params.count; i++)
+        if (!strncmp(m->params.items[i].name, prefix, strlen(prefix))) n += (long long)m->params.items[i].count;
+    return n;
+}
+
+/* Steps per epoch of n training samples: incomplete last batches are dropped, since BatchNorm
+ * and the covariance term want full batches and a fixed plan. */
+static vr_status plan_steps(run *u, int n)
+{
+    u->steps_per_epoch = n / u->r.batch;
+    if (u->steps_per_epoch < 1)
+        return vr_fail(VR_ERR_ARG, "train", "batch %d is larger than the %d training samples", u->r.batch, n);
+    u->total_steps = u->steps_per_epoch * u->r.epochs;
+    u->sched = vr_recipe_schedule(&u->r, u->steps_per_epoch);
+    return VR_OK;
+}
+
+static void print_plan(const run *u, int n, int h, int w, FILE *out)
+{
+    const vr_recipe *r = &u->r;
+    const vr_model *m = &u->m;
+    size_t state = (size_t)u->t.optim.nstate * m->params.total * sizeof(float);
+    int dim = m->branch[0].has_expander ? m->branch[0].exp.dims[m->branch[0].exp.nlayers] : m->branch[0].enc.out_dim;
+    size_t trainer = (size_t)2 * r->batch * ((size_t)dim + m->branch[0].enc.out_dim) * sizeof(float);
+    size_t input = (size_t)2 * r->batch * r->views.size * r->views.size * sizeof(float);
+    size_t data = (size_t)n * h * w + (size_t)n;
+    size_t total = vr_model_bytes(m) + state + trainer + input + data;
+    fprintf(out, "model:           ResNet-%d (widths %d,%d,%d,%d; stem %dx%d stride %d; %s) -> %d features; expander %s\n",
+            r->depth, r->widths[0], r->widths[1], r->widths[2], r->widths[3], r->stem_kernel,
+            r->stem_kernel, r->stem_stride, r->pool_kernel ? "max pool" : "no max pool",
+            m->branch[0].enc.out_dim, r->expander[0] ? r->expander : "none");
+    fprintf(out, "parameters:      %lld (backbone %lld, projector %lld)\n",
+            prefix_params(m, ""), prefix_params(m, "backbone."), prefix_params(m, "projector."));
+    fprintf(out, "memory estimate: %.0f MiB = model, gradients, buffers and activations %.0f MiB "
+                 "+ %s state %.0f MiB + loss gradients %.0f MiB + views %.0f MiB + training set %.0f MiB "
+                 "(backend scratch not included)\n",
+            total / 1048576.0, vr_model_bytes(m) / 1048576.0, vr_optim_kind_name(r->optim.kind),
+            state / 1048576.0, trainer / 1048576.0, input / 1048576.0, data / 1048576.0);
+    fprintf(out, "training set:    %d images %dx%d -> two %dx%d views each\n", n, h, w, r->views.size, r->views.size);
+    fprintf(out, "steps per epoch: %ld (batch %d pairs, %d samples left out per epoch); %ld steps over %d epochs\n",
+            u->steps_per_epoch, r->batch, n - (int)(u->steps_per_epoch * r->batch), u->total_steps, r->epochs);
+    fprintf(out, "learning rate:   %s, base %g x %d/256 = %g, warm-up %ld steps, cosine to %g\n",
+            vr_optim_kind_name(r->optim.kind), (double)r->base_lr, r->batch, (double)u->sched.base,
+            u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
+}
+
+static int dry_run(run *u)
+{
+    int64_t dims[3];
+    if (vr_idx_read_dims(u->r.train_images, 3, dims) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    int n = (int)dims[0];
+    if (u->r.train_limit > 0 && u->r.train_limit < n) n = u->r.train_limit;
+    if (build(u) != VR_OK || plan_steps(u, n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    fputs(u->recipe_text, stdout);
+    printf("\n; dry run\n");
+    print_plan(u, n, (int)dims[1], (int)dims[2], stdout);
+    return VR_EXIT_OK;
+}
+
+static vr_status make_dirs(const char *path)
+{
+    char buf[VR_RECIPE_PATH];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        char c = *p;
+        if (c != '/' && c != '\0') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return vr_fail(VR_ERR_IO, "train", "cannot create directory %s: %s", buf, strerror(errno));
+        if (!c) return VR_OK;
+        *p = c;
+    }
+}
+
+static vr_status write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return vr_fail(VR_ERR_IO, "train", "cannot write %s: %s", path, strerror(errno));
+    fputs(text, f);
+    if (fclose(f) != 0) return vr_fail(VR_ERR_IO, "train", "writing %s failed", path);
+    return VR_OK;
+}
+
+/* metrics.jsonl of a resumed run: lines past the checkpoint's step were written by the part of
+ * the run that is being redone, so they are dropped; the rest is kept. */
+static vr_status trim_metrics(const char *path, long step)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return VR_OK; /* nothing logged yet */
+    char tmp[VR_RECIPE_PATH + 80];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fclose(f);
+        return vr_fail(VR_ERR_IO, "train", "cannot write %s: %s", tmp, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *s = j ? cJSON_GetObjectItem(j, "step") : NULL;
+        if (cJSON_IsNumber(s) && s->valuedouble <= (double)step) fputs(line, o);
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    if (fclose(o) != 0 || rename(tmp, path) != 0)
+        return vr_fail(VR_ERR_IO, "train", "cannot replace %s: %s", path, strerror(errno));
+    return VR_OK;
+}
+
+/* The first line where two recipe texts differ, for the warning on resume. */
+static void first_difference(const char *a, const char *b, char *out, size_t len)
+{
+    while (*a && *b) {
+        size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+        if (la != lb || memcmp(a, b, la)) {
+            snprintf(out, len, "'%.*s' (was '%.*s')", (int)la, a, (int)lb, b);
+            return;
+        }
+        a += la + (a[la] == '\n');
+        b += lb + (b[lb] == '\n');
+    }
+    snprintf(out, len, "the length");
+}
+
+static int resume(run *u, const char *path, long *start)
+{
+    vr_run_state rs;
+    if (vr_checkpoint_load(path, &u->m, &u->t.optim, &rs) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "resume");
+    vr_rng expect;
+    vr_rng_seed(&expect, u->r.seed);
+    if (memcmp(&rs.rng, &expect, sizeof expect) != 0)
+        return fprintf(stderr, "vicreg: resume: %s was trained with another train.seed than %llu\n", path,
+                       (unsigned long long)u->r.seed), VR_EXIT_USAGE;
+    if (rs.step > u->total_steps)
+        return fprintf(stderr, "vicreg: resume: %s is at step %ld, past the recipe's %ld steps\n", path,
+                       rs.step, u->total_steps), VR_EXIT_USAGE;
+    vr_safetensors *st;
+    if (vr_st_open(path, &st) == VR_OK) {
+        const char *stored = vr_st_metadata(st, "recipe");
+        if (stored && strcmp(stored, u->recipe_text) != 0) {
+            char diff[400];
+            first_difference(u->recipe_text, stored, diff, sizeof diff);
+            fprintf(stderr, "vicreg: warning: the recipe differs from the one %s was trained with, first at %s;"
+                            " the run will not equal an uninterrupted one\n", path, diff);
+        }
+        vr_st_close(st);
+    }
+    u->t.step = rs.step;
+    u->last_saved = rs.step;
+    *start = rs.step;
+    return VR_EXIT_OK;
+}
+
+static vr_status save(run *u, long step)
+{
+    vr_run_state rs = {.step = step};
+    vr_rng_seed(&rs.rng, u->r.seed); /* nothing draws from it: the step alone places the data */
+    VR_TRY(vr_checkpoint_save(u->checkpoint, &u->m, &u->t.optim, &rs, u->recipe_text));
+    u->last_saved = step;
+    return VR_OK;
+}
+
+/* The progress line: on a terminal it rewrites itself, elsewhere one line each time. */
+static void progress(const run *u, long done, const vr_vicreg_terms *tm, float lr, double rate, int tty)
+{
+    char eta[32];
+    vr_cli_duration(eta, sizeof eta, rate > 0 ? (double)(u->total_steps - done) * u->r.batch / rate : 0);
+    fprintf(stderr, "%sepoch %ld/%d  step %ld/%ld  loss %.4f (inv %.4f var %.4f cov %.4f)  lr %.4g  %.0f pairs/s  ETA %s%s",
+            tty ? "\r" : "", done == 0 ? 1 : (done - 1) / u->steps_per_epoch + 1, u->r.epochs, done,
+            u->total_steps, tm->loss, tm->invariance, tm->variance, tm->covariance, (double)lr, rate,
+            eta, tty ? "\033[K" : "\n");
+}
+
+static int train_loop(run *u, long start, FILE *metrics)
+{
+    const vr_recipe *r = &u->r;
+    vr_status s = VR_OK;
+    uint64_t views_seed = derive_seed(r->seed, SEED_VIEWS), shuffle_seed = derive_seed(r->seed, SEED_SHUFFLE);
+    size_t batch_floats = (size_t)2 * r->batch * r->views.size * r->views.size;
+    long perm_epoch = -1, last_log = start;
+    int tty = isatty(fileno(stderr));
+    double t0 = vr_cli_now(), t_log = t0, t_progress = t0;
+    vr_vicreg_terms tm = {0};
+    float lr = 0;
+    for (long step = start; step < u->total_steps; step++) {
+        long epoch = step / u->steps_per_epoch, in_epoch = step % u->steps_per_epoch;
+        if (epoch != perm_epoch) {
+            shuffle(u->perm, u->train.n, shuffle_seed, epoch);
+            perm_epoch = epoch;
+        }
+        s = vr_gray_views_batch(&r->views, u->train.images, u->train.h, u->train.w,
+                                u->perm + in_epoch * r->batch, r->batch, views_seed,
+                                (int64_t)step * r->batch, r->threads, u->x_host);
+        if (s == VR_OK && u->x_dev != u->x_host) s = u->be->upload(u->be, u->x_dev, u->x_host, batch_floats);
+        if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
+        lr = vr_lr_at(&u->sched, step);
+        const float *inputs[1] = {u->x_dev};
+        s = vr_trainer_step(&u->t, inputs, lr, &tm);
+        if (s != VR_OK) {
+            if (tty) fputc('\n', stderr);
+            fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
+            if (u->last_saved >= 0)
+                fprintf(stderr, "vicreg: the last good checkpoint is %s (step %ld)\n", u->checkpoint, u->last_saved);
+            else
+                fprintf(stderr, "vicreg: no checkpoint was written before the failure\n");
+            return VR_EXIT_RUNTIME;
+        }
+        long done = step + 1;
+        double now = vr_cli_now();
+        if (done % r->log_every == 0 || done == u->total_steps) {
+            double rate = (double)(done - last_log) * r->batch / (now - t_log);
+            fprintf(metrics, "{\"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, \"invariance\": %.6g, "
+                             "\"variance\": %.6g, \"covariance\": %.6g, \"lr\": %.6g, "
+                             "\"samples_per_s\": %.2f, \"elapsed_s\": %.2f}\n",
+                    done, epoch, tm.loss, tm.invariance, tm.variance, tm.covariance, (double)lr, rate, now - t0);
+            fflush(metrics);
+            last_log = done;
+            t_log = now;
+        }
+        if (now - t_progress >= PROGRESS_SECONDS || done == u->total_steps) {
+            progress(u, done, &tm, lr, (double)(done - start) * r->batch / (now - t0), tty);
+            t_progress = now;
+        }
+        if (r->checkpoint_every > 0 && done % r->checkpoint_every == 0 && done < u->total_steps &&
+            save(u, done) != VR_OK) {
+            if (tty) fputc('\n', stderr);
+            return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
+        }
+        if (stop_requested && done < u->total_steps) {
+            if (tty) fputc('\n', stderr);
+            if (u->last_saved != done && save(u, done) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
+            fprintf(stderr, "vicreg: interrupted after step %ld; continue with --resume %s\n", done, u->checkpoint);
+            return VR_EXIT_RUNTIME;
+        }
+    }
+    if (tty && start < u->total_steps) fputc('\n', stderr);
+    if (start < u->total_steps || u->last_saved != u->total_steps) {
+        if (save(u, u->total_steps) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
+    }
+    char took[32];
+    vr_cli_duration(took, sizeof took, vr_cli_now() - t0);
+    fprintf(stderr, "vicreg: trained %ld steps in %s; checkpoint %s\n", u->total_steps - start, took, u->checkpoint);
+    return VR_EXIT_OK;
+}
+
+static int train(run *u, const train_args *a)
+{
+    const vr_recipe *r = &u->r;
+    long start = 0;
+    u->last_saved = -1;
+    snprintf(u->checkpoint, sizeof u->checkpoint, "%s/checkpoint.safetensors", r->run_dir);
+    snprintf(u->metrics, sizeof u->metrics, "%s/metrics.jsonl", r->run_dir);
+    if (!a->resume && access(u->checkpoint, F_OK) == 0)
+        return fprintf(stderr, "vicreg train: %s already holds a run (%s); continue it with --resume %s, "
+                               "or choose another directory with --set train.run_dir=DIR\n",
+                       r->run_dir, u->checkpoint, u->checkpoint), VR_EXIT_USAGE;
+    double t_load = vr_cli_now();
+    if (vr_gray_dataset_load(r->train_images, r->train_labels, r->train_limit, &u->train) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
+    if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
+    size_t batch_floats = (size_t)2 * r->batch * r->views.size * r->views.size;
+    u->perm = vr_alloc((size_t)u->train.n * sizeof(int));
+    u->x_host = vr_alloc(batch_floats * sizeof(float));
+    if (!u->perm || !u->x_host) return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
+    if (u->be->device == VR_DEVICE_CPU) u->x_dev = u->x_host;
+    else if (u->be->alloc(u->be, batch_floats * sizeof(float), &u->x_dev) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
+
+    if (a->resume) {
+        int rc = resume(u, a->resume, &start);
+        if (rc != VR_EXIT_OK) return rc;
+    } else if (vr_model_init(&u->m, r->seed) != VR_OK) {
+        return vr_cli_fail(VR_EXIT_RUNTIME, "model");
+    }
+    char recipe_copy[VR_RECIPE_PATH + 64];
+    snprintf(recipe_copy, sizeof recipe_copy, "%s/recipe.ini", r->run_dir);
+    if (make_dirs(r->run_dir) != VR_OK || write_text(recipe_copy, u->recipe_text) != VR_OK ||
+        (a->resume && trim_metrics(u->metrics, start) != VR_OK))
+        return vr_cli_fail(VR_EXIT_RUNTIME, "run directory");
+    FILE *metrics = fopen(u->metrics, a->resume ? "a" : "w");
+    if (!metrics) return fprintf(stderr, "vicreg: cannot write %s: %s\n", u->metrics, strerror(errno)), VR_EXIT_RUNTIME;
+
+    fprintf(stderr, "vicreg train: %s -> %s (data loaded in %.1f s)\n", a->recipe_path, r->run_dir, vr_cli_now() - t_load);
+    print_plan(u, u->train.n, u->train.h, u->train.w, stderr);
+    if (start) fprintf(stderr, "resuming at step %ld (epoch %ld)\n", start, start / u->steps_per_epoch + 1);
+    struct sigaction sa = {.sa_handler = request_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = train_loop(u, start, metrics);
+    fclose(metrics);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (rc != VR_EXIT_OK) return rc;
+    if (stop_requested) {
+        fprintf(stderr, "vicreg: interrupted; training is complete, the k-NN evaluation was skipped "
+                        "(run it with: vicreg eval knn %s)\n", u->checkpoint);
+        return VR_EXIT_RUNTIME;
+    }
+
+    fprintf(stderr, "vicreg: k-NN evaluation on the test split...\n");
+    double t0 = vr_cli_now();
+    vr_knn_result res;
+    char eval_path[VR_RECIPE_PATH + 64];
+    snprintf(eval_path, sizeof eval_path, "%s/eval.json", r->run_dir);
+    if (vr_cli_knn(r, &u->m, &u->train, &res) != VR_OK ||
+        vr_cli_knn_report(r, &res, "trained", u->total_steps, vr_cli_now() - t0, eval_path) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "k-NN evaluation");
+    return VR_EXIT_OK;
+}
+
+int vr_cmd_train(int argc, char **argv)
+{
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc < 0 ? VR_EXIT_OK : rc;
+    run u;
+    memset(&u, 0, sizeof u);
+    vr_status s = vr_recipe_load(&u.r, a.recipe_path, a.sets, a.n_sets);
+    if (s != VR_OK) return vr_cli_fail(s == VR_ERR_ARG ? VR_EXIT_USAGE : VR_EXIT_RUNTIME, "train");
+    u.recipe_text = vr_recipe_format(&u.r);
+    if (!u.recipe_text) return fprintf(stderr, "vicreg: out of memory\n"), VR_EXIT_RUNTIME;
+    rc = a.dry_run ? dry_run(&u) : train(&u, &a);
+    run_free(&u);
+    return rc;
+}
