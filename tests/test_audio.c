@@ -799,7 +799,8 @@ static void test_views_noise(void)
 }
 
 /* The masks zero exactly the drawn bands (every other value untouched); widths cover 0..F with
- * mean F/2 (4 standard errors), capped at the array's size; starts keep a band inside. */
+ * mean F/2 (4 standard errors), capped at the array's size; starts keep a band inside and reach
+ * both ends. */
 static void test_masks(void)
 {
     const int n = 300, mels = 20, frames = 30;
@@ -816,7 +817,7 @@ static void test_masks(void)
     tu_fill(orig, n * plane, &g, 0.5f, 1.5f);
     memcpy(spec, orig, n * plane * sizeof(float));
     TU_OK(vr_spec_masks_batch(&c, spec, mels, frames, n, 77, 0, 2));
-    int ok = 1, seen_f[7] = {0}, full_time = 0;
+    int ok = 1, seen_f[7] = {0}, full_time = 0, at_top = 0, at_bottom = 0;
     double width_sum = 0;
     for (int i = 0; i < n; i++) {
         vr_rng r;
@@ -829,6 +830,8 @@ static void test_masks(void)
             ok &= m.freq_width[k] >= 0 && m.freq_width[k] <= 6 && m.freq_start[k] >= 0 &&
                   m.freq_start[k] + m.freq_width[k] <= mels;
             seen_f[m.freq_width[k]] = 1;
+            at_bottom |= m.freq_width[k] > 0 && m.freq_start[k] == 0;
+            at_top |= m.freq_width[k] > 0 && m.freq_start[k] + m.freq_width[k] == mels;
             width_sum += m.freq_width[k];
             for (int f = m.freq_start[k]; f < m.freq_start[k] + m.freq_width[k]; f++) fmask[f] = 1;
         }
@@ -846,6 +849,7 @@ static void test_masks(void)
     }
     CU_ASSERT(ok);
     for (int w = 0; w <= 6; w++) CU_ASSERT(seen_f[w]);
+    CU_ASSERT(at_bottom && at_top); /* every start where a band fits is drawn, the ends too */
     CU_ASSERT(full_time);
     double count = 2.0 * n, sd = sqrt((7.0 * 7.0 - 1) / 12.0);
     CU_ASSERT(fabs(width_sum / count - 3.0) < 4 * sd / sqrt(count));
