@@ -261,9 +261,10 @@ static vr_status list_rows(const table *t, const char *path, const vr_audio_mani
         if (row_len(t, r) != width)
             return vr_fail(VR_ERR_FORMAT, "manifest", "%s: record %d has %d fields, the header %d", path,
                            r + 1, row_len(t, r), width);
-        if (!cell(t, r, path_col)[0])
+        int empty_col = !cell(t, r, path_col)[0] ? path_col : !cell(t, r, label_col)[0] ? label_col : -1;
+        if (empty_col >= 0)
             return vr_fail(VR_ERR_FORMAT, "manifest", "%s: record %d has an empty %s", path, r + 1,
-                           m->path_column);
+                           cell(t, 0, empty_col));
     }
     if (t->nrows < 2) return vr_fail(VR_ERR_NOT_FOUND, "manifest", "%s: no records", path);
     int by_int;

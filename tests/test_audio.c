@@ -612,6 +612,7 @@ static void test_manifest_errors(void)
         {"bad/quote.csv", "path,label\n\"a.wav,1\n", "malformed CSV"},
         {"bad/stray.csv", "path,label\na\"b\".wav,1\n", "malformed CSV"},
         {"bad/emptypath.csv", "path,label\n,1\n", "record 2 has an empty path"},
+        {"bad/emptylabel.csv", "path,label\na.wav,1\nb.wav,\n", "record 3 has an empty label"},
         {"bad/header.csv", "path,label\n", "no records"},
     };
     vr_audio_manifest_config m;

@@ -53,8 +53,8 @@ void vr_audio_manifest_labels(vr_audio_manifest_config *m, const char *split);
 /* root/<class>/<file>. VR_ERR_NOT_FOUND when root has no class folder. */
 vr_status vr_audio_list_folder(const char *root, vr_audio_list *list);
 /* VR_ERR_FORMAT names the manifest and the record for malformed CSV, a missing column, a
- * record with the wrong number of fields or an empty path; VR_ERR_NOT_FOUND when no row is
- * selected. */
+ * record with the wrong number of fields, an empty path or label; VR_ERR_NOT_FOUND when no row
+ * is selected. */
 vr_status vr_audio_list_manifest(const char *manifest, const vr_audio_manifest_config *m,
                                  vr_audio_list *list);
 void vr_audio_list_free(vr_audio_list *list);
