@@ -53,6 +53,11 @@ vr_status vr_model_zero_grad(vr_model *m);
 /* Convenience: default image branch ("backbone." ResNet-depth on 3 channels, "projector." expander) */
 void vr_branch_config_image(vr_branch_config *c, int depth, const char *expander_tail);
 
+/* The audio recipe's two NON-shared branches: "wave." (1-D ResNet-18, 48..384 -> 384) and
+ * "spec." (2-D ResNet-18 on a 1-channel spectrogram -> 512), each with its own expander. */
+void vr_branch_config_wave(vr_branch_config *c, const char *expander_tail);
+void vr_branch_config_spec(vr_branch_config *c, const char *expander_tail);
+
 /* Bytes of host/device memory the model holds (parameters, gradients, buffers, workspace). */
 size_t vr_model_bytes(const vr_model *m);
 

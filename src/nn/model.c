@@ -16,6 +16,30 @@ void vr_branch_config_image(vr_branch_config *c, int depth, const char *expander
         snprintf(c->expander, sizeof c->expander, "%d-%s", out, expander_tail);
 }
 
+/* The audio recipe's waveform encoder: a 1-D ResNet-18 over raw samples, stem Conv1d(1->48,
+ * kernel 80, stride 4, padding 38) + BN + ReLU + MaxPool1d(4), stages 48/96/192/384 -> 384. */
+void vr_branch_config_wave(vr_branch_config *c, const char *expander_tail)
+{
+    memset(c, 0, sizeof *c);
+    c->encoder = (vr_resnet_config){.depth = 18, .rank = 1, .in_channels = 1,
+                                    .widths = {48, 96, 192, 384}, .stem_kernel = 80,
+                                    .stem_stride = 4, .stem_pad = 38, .pool_kernel = 4,
+                                    .pool_stride = 4, .pool_pad = 0, .zero_init_residual = 1};
+    strcpy(c->encoder_prefix, "wave.backbone.");
+    strcpy(c->expander_prefix, "wave.projector.");
+    if (expander_tail && *expander_tail) snprintf(c->expander, sizeof c->expander, "384-%s", expander_tail);
+}
+
+/* The audio recipe's spectrogram encoder: torchvision's ResNet-18 with a 1-channel stem -> 512. */
+void vr_branch_config_spec(vr_branch_config *c, const char *expander_tail)
+{
+    memset(c, 0, sizeof *c);
+    vr_resnet_config_default(&c->encoder, 18, 2, 1);
+    strcpy(c->encoder_prefix, "spec.backbone.");
+    strcpy(c->expander_prefix, "spec.projector.");
+    if (expander_tail && *expander_tail) snprintf(c->expander, sizeof c->expander, "512-%s", expander_tail);
+}
+
 vr_status vr_model_create(vr_model *m, vr_backend *be, int nbranches, const vr_branch_config *cfg)
 {
     memset(m, 0, sizeof *m);
