@@ -661,8 +661,8 @@ static void test_recipe_resolve(void)
     CU_ASSERT_DOUBLE_EQUAL(r.optim.weight_decay, 0.05, 1e-9); /* AdamW's, not LARS's 1e-6 */
     CU_ASSERT_DOUBLE_EQUAL(r.base_lr, 0.002, 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(r.views.blur_p[1], 0.25, 0);
-    CU_ASSERT(r.widths[0] == 8 && r.widths[1] == 16 && r.widths[2] == 32 && r.widths[3] == 64);
-    CU_ASSERT_STRING_EQUAL(r.expander, "64-128-128");
+    CU_ASSERT(r.model.widths[0] == 8 && r.model.widths[1] == 16 && r.model.widths[2] == 32 && r.model.widths[3] == 64);
+    CU_ASSERT_STRING_EQUAL(r.model.expander, "64-128-128");
     char *text = vr_recipe_format(&r);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     vr_recipe back;

@@ -6,6 +6,7 @@
 #include "vicreg/idx.h"
 #include "vicreg/knn.h"
 #include "recipe.h"
+#include "source.h"
 
 enum { VR_EXIT_OK = 0, VR_EXIT_RUNTIME = 1, VR_EXIT_USAGE = 2 };
 
@@ -39,5 +40,13 @@ vr_status vr_cli_knn(const vr_recipe *r, vr_model *m, const vr_gray_dataset *tra
 /* Prints the result line to stdout and, when path is not NULL, writes it as a JSON object. */
 vr_status vr_cli_knn_report(const vr_recipe *r, const vr_knn_result *res, const char *label,
                             long step, double seconds, const char *path);
+
+/* Evaluates m (planned for the data's inputs) on r's data: the training split `train` (read
+ * from the recipe when NULL) and the test split. Prints the figures, writes them as JSON to
+ * json_path when not NULL; returns an exit status. */
+int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const char *label, long step,
+                    const char *json_path);
+/* One warning line per file a data set skipped, and their count. */
+void vr_cli_report_skipped(const vr_source *s);
 
 #endif

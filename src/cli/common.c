@@ -61,9 +61,9 @@ vr_status vr_cli_open_model(const vr_recipe *r, vr_backend **be, vr_model *m)
     memset(m, 0, sizeof *m);
     if (r->threads > 0) omp_set_num_threads(r->threads);
     VR_TRY(vr_backend_create(r->backend, r->threads, be));
-    vr_branch_config bc;
-    vr_recipe_branch(r, &bc);
-    vr_status s = vr_model_create(m, *be, 1, &bc);
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    int nb = vr_recipe_branches(r, bc);
+    vr_status s = vr_model_create(m, *be, nb, bc);
     if (s != VR_OK) {
         vr_model_free(m);
         vr_backend_destroy(*be);

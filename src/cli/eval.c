@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "featurize.h"
 #include "vicreg/checkpoint.h"
 #include "vicreg/safetensors.h"
 
@@ -23,64 +24,6 @@ static const char *eval_help =
     "                      the baseline a trained encoder should beat\n"
     "  --set s.k=v         override a recipe key (e.g. eval.test_limit=2000, eval.k=200)\n"
     "  --json PATH         also write the result as a JSON object\n";
-
-vr_status vr_cli_knn(const vr_recipe *r, vr_model *m, const vr_gray_dataset *train,
-                     vr_knn_result *res)
-{
-    vr_gray_dataset own = {0}, test = {0};
-    float *ftr = NULL, *fte = NULL;
-    int *ltr = NULL, *lte = NULL;
-    vr_status s = VR_OK;
-    if (!train) {
-        s = vr_gray_dataset_load(r->train_images, r->train_labels, r->eval_train_limit, &own);
-        train = &own;
-    }
-    if (s == VR_OK) s = vr_gray_dataset_load(r->test_images, r->test_labels, r->eval_test_limit, &test);
-    int nt = train->n, nq = test.n, dim = m->branch[0].enc.out_dim;
-    if (r->eval_train_limit > 0 && r->eval_train_limit < nt) nt = r->eval_train_limit;
-    if (s == VR_OK) {
-        ftr = vr_alloc((size_t)nt * dim * sizeof(float)); /* (Nt, D) */
-        fte = vr_alloc((size_t)nq * dim * sizeof(float)); /* (Nq, D) */
-        ltr = vr_alloc((size_t)nt * sizeof(int));
-        lte = vr_alloc((size_t)nq * sizeof(int));
-        if (!ftr || !fte || !ltr || !lte)
-            s = vr_fail(VR_ERR_NOMEM, "knn", "cannot hold %d x %d representations", nt + nq, dim);
-    }
-    if (s == VR_OK) s = vr_represent_gray(m, 0, &r->views, train->images, nt, train->h, train->w, r->threads, ftr);
-    if (s == VR_OK) s = vr_represent_gray(m, 0, &r->views, test.images, nq, test.h, test.w, r->threads, fte);
-    if (s == VR_OK) {
-        for (int i = 0; i < nt; i++) ltr[i] = train->labels[i];
-        for (int i = 0; i < nq; i++) lte[i] = test.labels[i];
-        vr_knn_config kc = {.k = r->eval_k, .temperature = r->eval_temperature};
-        s = vr_knn_evaluate(ftr, ltr, nt, fte, lte, nq, dim, &kc, res);
-    }
-    vr_free(ftr);
-    vr_free(fte);
-    vr_free(ltr);
-    vr_free(lte);
-    vr_gray_dataset_free(&own);
-    vr_gray_dataset_free(&test);
-    return s;
-}
-
-vr_status vr_cli_knn_report(const vr_recipe *r, const vr_knn_result *res, const char *label,
-                            long step, double seconds, const char *path)
-{
-    printf("k-NN %s (step %ld): top-1 %.2f%%  top-5 %.2f%%  (k %d, T %g, %d test / %d train images, %.0f s)\n",
-           label, step, 100.0 * res->top1, 100.0 * res->top5, r->eval_k, (double)r->eval_temperature,
-           res->nqueries, res->ntrain, seconds);
-    fflush(stdout);
-    if (!path) return VR_OK;
-    FILE *f = fopen(path, "w");
-    if (!f) return vr_fail(VR_ERR_IO, "eval", "%s: cannot write", path);
-    fprintf(f, "{\"model\": \"%s\", \"step\": %ld, \"k\": %d, \"temperature\": %g, "
-               "\"train_samples\": %d, \"test_samples\": %d, \"classes\": %d, "
-               "\"top1\": %.6f, \"top5\": %.6f, \"seconds\": %.1f}\n",
-            label, step, r->eval_k, (double)r->eval_temperature, res->ntrain, res->nqueries,
-            res->nclasses, res->top1, res->top5, seconds);
-    if (fclose(f) != 0) return vr_fail(VR_ERR_IO, "eval", "%s: write failed", path);
-    return VR_OK;
-}
 
 /* The recipe stored in a checkpoint, and its step. */
 static vr_status checkpoint_recipe(const char *path, vr_recipe *r, const char **sets, int n_sets,
@@ -135,14 +78,15 @@ int vr_cmd_eval(int argc, char **argv)
     vr_backend *be;
     vr_model m;
     if (vr_cli_open_model(&r, &be, &m) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
-    int size = r.views.size;
-    s = vr_model_plan(&m, &r.eval_batch, &size, &size);
+    vr_source shape;
+    char what[VR_RECIPE_PATH + 200];
+    s = vr_source_peek(&shape, &r, what, sizeof what);
+    if (s == VR_OK) s = vr_features_plan(&m, &shape, r.eval_batch);
+    vr_source_free(&shape);
     if (s == VR_OK) s = checkpoint ? vr_checkpoint_load(checkpoint, &m, NULL, NULL) : vr_model_init(&m, r.seed);
-    double t0 = vr_cli_now();
-    vr_knn_result res;
-    if (s == VR_OK) s = vr_cli_knn(&r, &m, NULL, &res);
-    if (s == VR_OK) s = vr_cli_knn_report(&r, &res, checkpoint ? "trained" : "random-init", step, vr_cli_now() - t0, json);
+    int rc = s == VR_OK ? vr_cli_evaluate(&r, &m, NULL, checkpoint ? "trained" : "random-init", step, json)
+                        : vr_cli_fail(VR_EXIT_RUNTIME, cmd);
     vr_model_free(&m);
     vr_backend_destroy(be);
-    return s == VR_OK ? VR_EXIT_OK : vr_cli_fail(VR_EXIT_RUNTIME, "eval knn");
+    return rc;
 }

@@ -18,7 +18,9 @@
  * resolved recipe could not be read back. */
 #define MAX_STR_VALUE 160
 
-typedef enum key_type { K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM } key_type;
+typedef enum key_type {
+    K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM, K_KIND, K_MELSCALE, K_SPECLOG
+} key_type;
 
 typedef struct key_def {
     const char *section, *name;
@@ -32,13 +34,35 @@ typedef struct key_def {
 #define STR(sec, key, m, help) {sec, key, K_STR, OFF(m), sizeof(((vr_recipe *)0)->m), 0, 0, help}
 #define NUM(sec, key, type, m, lo, hi, help) {sec, key, type, OFF(m), 0, lo, hi, help}
 
+#define ENCODER_KEYS(sec, m)                                                                            \
+    NUM(sec, "depth", K_DEPTH, m.depth, 18, 50, "ResNet depth: 18, 34 or 50"),                           \
+    NUM(sec, "widths", K_WIDTHS, m.widths, 1, 8192, "planes of the four stages, comma-separated"),       \
+    NUM(sec, "stem_kernel", K_INT, m.stem_kernel, 1, 255, "first convolution"),                          \
+    NUM(sec, "stem_stride", K_INT, m.stem_stride, 1, 64, "first convolution"),                           \
+    NUM(sec, "stem_pad", K_INT, m.stem_pad, 0, 127, "first convolution"),                                \
+    NUM(sec, "pool_kernel", K_INT, m.pool_kernel, 0, 16, "max pool after the stem; 0: none"),            \
+    NUM(sec, "pool_stride", K_INT, m.pool_stride, 1, 16, "max pool"),                                    \
+    NUM(sec, "pool_pad", K_INT, m.pool_pad, 0, 8, "max pool"),                                           \
+    NUM(sec, "zero_init_residual", K_BOOL, m.zero_init_residual, 0, 1, "last BN of each block starts at 0"), \
+    STR(sec, "expander", m.expander, "e.g. 256-1024-1024-1024 (first = encoder output); empty: none")
+
 /* Optimiser values left NaN by the defaults take the chosen optimiser's own defaults. */
 static const key_def keys[] = {
+    NUM("data", "kind", K_KIND, kind, 0, 0, "idx (grayscale images) or audio (waveform + spectrogram)"),
     STR("data", "train_images", train_images, "IDX images (N,H,W), gzip or plain"),
     STR("data", "train_labels", train_labels, "IDX labels (N)"),
     STR("data", "test_images", test_images, "IDX images of the k-NN test split"),
     STR("data", "test_labels", test_labels, "IDX labels of the k-NN test split"),
     NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "first N training samples; 0: all"),
+    STR("data", "manifest", manifest, "audio: CSV with a header row (path, label, split)"),
+    STR("data", "audio_root", audio_root, "audio: relative paths start here; empty: the manifest's folder"),
+    STR("data", "path_column", path_column, "audio: manifest column of file paths"),
+    STR("data", "label_column", label_column, "audio: manifest column of labels"),
+    STR("data", "select_column", select_column, "audio: column choosing the splits; empty: none"),
+    STR("data", "train_select", train_select, "audio: its values for training, e.g. train or 1,2,3,4"),
+    STR("data", "test_select", test_select, "audio: its values for evaluation"),
+    NUM("data", "rate_hz", K_INT, rate_hz, 1000, 384000, "audio: sample rate clips are resampled to"),
+    NUM("data", "clip_seconds", K_FLOAT, clip_seconds, 1e-3, 3600, "audio: clips cropped or padded to this"),
 
     NUM("views", "size", K_INT, views.size, 1, VR_VIEWS_MAX_SIZE, "output side S in pixels"),
     NUM("views", "scale_min", K_FLOAT, views.scale_min, 1e-6, 1, "RandomResizedCrop area fraction"),
@@ -59,23 +83,43 @@ static const key_def keys[] = {
     NUM("views", "mean", K_FLOAT, views.mean, -10, 10, "normalisation mean of [0, 1] pixels"),
     NUM("views", "std", K_FLOAT, views.std, 1e-6, 10, "normalisation std of [0, 1] pixels"),
 
-    NUM("model", "depth", K_DEPTH, depth, 18, 50, "ResNet depth: 18, 34 or 50"),
-    NUM("model", "widths", K_WIDTHS, widths, 1, 8192, "planes of the four stages, comma-separated"),
-    NUM("model", "stem_kernel", K_INT, stem_kernel, 1, 15, "first convolution"),
-    NUM("model", "stem_stride", K_INT, stem_stride, 1, 8, "first convolution"),
-    NUM("model", "stem_pad", K_INT, stem_pad, 0, 7, "first convolution"),
-    NUM("model", "pool_kernel", K_INT, pool_kernel, 0, 7, "max pool after the stem; 0: none"),
-    NUM("model", "pool_stride", K_INT, pool_stride, 1, 4, "max pool"),
-    NUM("model", "pool_pad", K_INT, pool_pad, 0, 3, "max pool"),
-    NUM("model", "zero_init_residual", K_BOOL, zero_init_residual, 0, 1, "last BN of each block starts at 0"),
-    STR("model", "expander", expander, "e.g. 256-1024-1024-1024 (first = encoder output); empty: none"),
+    NUM("audio_views", "crop_seconds", K_FLOAT, crop_seconds, 1e-3, 3600, "random crop seen by both branches"),
+    NUM("audio_views", "gain_db_min", K_FLOAT, audio_views.gain_db_min, -120, 120, "gain range, dB"),
+    NUM("audio_views", "gain_db_max", K_FLOAT, audio_views.gain_db_max, -120, 120, "gain range, dB"),
+    NUM("audio_views", "noise_p", K_FLOAT, audio_views.noise_p, 0, 1, "white noise probability"),
+    NUM("audio_views", "snr_db_min", K_FLOAT, audio_views.snr_db_min, -120, 120, "noise SNR range, dB"),
+    NUM("audio_views", "snr_db_max", K_FLOAT, audio_views.snr_db_max, -120, 120, "noise SNR range, dB"),
+    NUM("audio_views", "freq_masks", K_INT, audio_views.freq_masks, 0, VR_AUDIO_MAX_MASKS, "spectrogram frequency masks"),
+    NUM("audio_views", "freq_mask_bins", K_INT, audio_views.freq_mask_bins, 0, 1e4, "widest frequency mask, mel bins"),
+    NUM("audio_views", "time_masks", K_INT, audio_views.time_masks, 0, VR_AUDIO_MAX_MASKS, "spectrogram time masks"),
+    NUM("audio_views", "time_mask_frames", K_INT, audio_views.time_mask_frames, 0, 1e6, "widest time mask, frames"),
+
+    NUM("spectrogram", "n_fft", K_INT, spec.n_fft, 2, 65536, "FFT size, samples"),
+    NUM("spectrogram", "win_length", K_INT, spec.win_length, 1, 65536, "periodic Hann window, <= n_fft"),
+    NUM("spectrogram", "hop_samples", K_INT, spec.hop_samples, 1, 65536, "frame step"),
+    NUM("spectrogram", "center", K_BOOL, spec.center, 0, 1, "reflection padding of n_fft/2 (torch.stft)"),
+    NUM("spectrogram", "power", K_INT, spec.power, 1, 2, "1 magnitude, 2 power"),
+    NUM("spectrogram", "n_mels", K_INT, spec.n_mels, 1, 4096, "mel bands"),
+    NUM("spectrogram", "f_min_hz", K_FLOAT, spec.f_min_hz, 0, 192000, "lowest mel frequency"),
+    NUM("spectrogram", "f_max_hz", K_FLOAT, spec.f_max_hz, 1, 192000, "highest, <= rate_hz / 2"),
+    NUM("spectrogram", "mel_scale", K_MELSCALE, spec.mel_scale, 0, 0, "htk or slaney"),
+    NUM("spectrogram", "mel_norm", K_BOOL, spec.mel_norm, 0, 1, "Slaney area normalisation"),
+    NUM("spectrogram", "log", K_SPECLOG, spec.log, 0, 0, "none, offset (log(x + log_offset)) or db"),
+    NUM("spectrogram", "log_offset", K_FLOAT, spec.log_offset, 1e-30, 1e6, "the floor of log(x + offset)"),
+    NUM("spectrogram", "db_amin", K_FLOAT, spec.db_amin, 1e-30, 1e6, "the floor of db"),
+    NUM("spectrogram", "top_db", K_FLOAT, spec.top_db, 0, 1e4, "db: clamp below the clip's maximum; 0 none"),
+    NUM("spectrogram", "scale_01", K_BOOL, spec.scale_01, 0, 1, "scale each clip to [0, 1]"),
+
+    ENCODER_KEYS("model", model),
+    ENCODER_KEYS("wave", wave),
 
     NUM("loss", "sim_coeff", K_FLOAT, coeffs.sim, 0, 1e6, "invariance coefficient"),
     NUM("loss", "std_coeff", K_FLOAT, coeffs.std, 0, 1e6, "variance coefficient"),
     NUM("loss", "cov_coeff", K_FLOAT, coeffs.cov, 0, 1e6, "covariance coefficient"),
 
     NUM("optim", "name", K_OPTIM, optim.kind, 0, 0, "lars, sgd or adamw"),
-    NUM("optim", "base_lr", K_FLOAT, base_lr, 0, 1e3, "learning rate at batch 256 (scaled by batch/256)"),
+    NUM("optim", "base_lr", K_FLOAT, base_lr, 0, 1e3, "learning rate (at batch 256 when scale_lr)"),
+    NUM("optim", "scale_lr", K_BOOL, scale_lr, 0, 1, "scale base_lr by batch / 256"),
     NUM("optim", "weight_decay", K_FLOAT, optim.weight_decay, 0, 10, "default: the optimiser's"),
     NUM("optim", "momentum", K_FLOAT, optim.momentum, 0, 1, "LARS, SGD"),
     NUM("optim", "eta", K_FLOAT, optim.eta, 0, 10, "LARS trust coefficient"),
@@ -103,6 +147,30 @@ static const key_def keys[] = {
 };
 #define NKEYS ((int)(sizeof keys / sizeof *keys))
 
+static void encoder_from(vr_recipe_encoder *e, const vr_branch_config *bc)
+{
+    const vr_resnet_config *c = &bc->encoder;
+    *e = (vr_recipe_encoder){.depth = c->depth, .stem_kernel = c->stem_kernel, .stem_stride = c->stem_stride,
+                             .stem_pad = c->stem_pad, .pool_kernel = c->pool_kernel,
+                             .pool_stride = c->pool_stride, .pool_pad = c->pool_pad,
+                             .zero_init_residual = c->zero_init_residual};
+    memcpy(e->widths, c->widths, sizeof e->widths);
+    snprintf(e->expander, sizeof e->expander, "%s", bc->expander);
+}
+
+static void encoder_to(vr_resnet_config *c, const vr_recipe_encoder *e)
+{
+    c->depth = e->depth;
+    memcpy(c->widths, e->widths, sizeof c->widths);
+    c->stem_kernel = e->stem_kernel;
+    c->stem_stride = e->stem_stride;
+    c->stem_pad = e->stem_pad;
+    c->pool_kernel = e->pool_kernel;
+    c->pool_stride = e->pool_stride;
+    c->pool_pad = e->pool_pad;
+    c->zero_init_residual = e->zero_init_residual;
+}
+
 static void defaults(vr_recipe *r)
 {
     memset(r, 0, sizeof *r);
@@ -114,24 +182,28 @@ static void defaults(vr_recipe *r)
     /* Fashion-MNIST's pixel statistics over the training set, in [0, 1] */
     r->views.mean = 0.2860f;
     r->views.std = 0.3530f;
-    vr_resnet_config rc;
-    vr_resnet_config_default(&rc, 18, 2, 1);
-    r->depth = 18;
-    memcpy(r->widths, rc.widths, sizeof r->widths);
-    r->stem_kernel = rc.stem_kernel;
-    r->stem_stride = rc.stem_stride;
-    r->stem_pad = rc.stem_pad;
-    r->pool_kernel = rc.pool_kernel;
-    r->pool_stride = rc.pool_stride;
-    r->pool_pad = rc.pool_pad;
-    r->zero_init_residual = 1;
-    snprintf(r->expander, sizeof r->expander, "512-2048-2048-2048");
+    vr_branch_config bc;
+    vr_branch_config_spec(&bc, "2048-2048-2048");
+    encoder_from(&r->model, &bc);
+    vr_branch_config_wave(&bc, "2048-2048-2048");
+    encoder_from(&r->wave, &bc);
+    snprintf(r->path_column, sizeof r->path_column, "path");
+    snprintf(r->label_column, sizeof r->label_column, "label");
+    snprintf(r->select_column, sizeof r->select_column, "split");
+    snprintf(r->train_select, sizeof r->train_select, "train");
+    snprintf(r->test_select, sizeof r->test_select, "test");
+    r->rate_hz = 16000;
+    r->clip_seconds = 1.0f;
+    r->crop_seconds = 1.0f;
+    vr_audio_views_default(&r->audio_views, 16000);
+    vr_spectrogram_default(&r->spec);
     r->coeffs = (vr_vicreg_coeffs){25.0f, 25.0f, 1.0f};
     r->optim.kind = VR_OPTIM_LARS;
     r->optim.weight_decay = r->optim.momentum = r->optim.eta = NAN;
     r->optim.beta1 = r->optim.beta2 = r->optim.eps = NAN;
     r->optim.exclude_1d = 1;
     r->base_lr = 0.3f;
+    r->scale_lr = 1;
     r->warmup_epochs = 10.0f;
     r->final_lr_ratio = 0.001f;
     r->epochs = 100;
@@ -166,6 +238,20 @@ static int parse_bool(const char *v, int *out)
         if (!strcasecmp(v, no[i])) return *out = 0, 1;
     }
     return 0;
+}
+
+/* The names of an enumerated key's values, in the order of their enum; NULL-terminated. */
+static const char *const kind_names[] = {"idx", "audio", NULL};
+static const char *const melscale_names[] = {"htk", "slaney", NULL};
+static const char *const speclog_names[] = {"none", "offset", "db", NULL};
+static const char *const *enum_names(key_type t)
+{
+    return t == K_KIND ? kind_names : t == K_MELSCALE ? melscale_names : speclog_names;
+}
+
+static const char *enum_list(key_type t)
+{
+    return t == K_KIND ? "idx, audio" : t == K_MELSCALE ? "htk, slaney" : "none, offset, db";
 }
 
 /* Integers in full, no trailing text, within [min, max]. */
@@ -243,6 +329,14 @@ static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, s
         if (vr_optim_kind_parse(v, (vr_optim_kind *)field) != VR_OK)
             return snprintf(why, len, "one of lars, sgd, adamw"), 0;
         return 1;
+    case K_KIND:
+    case K_MELSCALE:
+    case K_SPECLOG: {
+        const char *const *names = enum_names(k->type);
+        for (int i = 0; names[i]; i++)
+            if (!strcasecmp(v, names[i])) return *(int *)field = i, 1;
+        return snprintf(why, len, "one of %s", enum_list(k->type)), 0;
+    }
     }
     return 0;
 }
@@ -356,6 +450,20 @@ static vr_status apply_set(vr_recipe *r, const char *arg)
     return VR_OK;
 }
 
+/* The library's message about a section's values, as a recipe error. */
+static vr_status section_error(const char *name, const char *section)
+{
+    char why[256]; /* a copy: vr_fail writes over the message it would read */
+    const char *msg = vr_last_error(), *colon = strstr(msg, ": ");
+    snprintf(why, sizeof why, "%s", colon && colon - msg < 16 ? colon + 2 : msg);
+    return vr_fail(VR_ERR_ARG, "recipe", "%s: [%s] %s", name, section, why);
+}
+
+int64_t vr_recipe_samples(const vr_recipe *r, float seconds)
+{
+    return (int64_t)llround((double)seconds * r->rate_hz);
+}
+
 /* Cross-key checks and the optimiser's defaults for what the recipe left unset. */
 static vr_status finish(vr_recipe *r, const char *name)
 {
@@ -366,14 +474,19 @@ static vr_status finish(vr_recipe *r, const char *name)
     const float theirs[] = {d.weight_decay, d.momentum, d.eta, d.beta1, d.beta2, d.eps};
     for (int i = 0; i < 6; i++)
         if (isnan(*mine[i])) *mine[i] = theirs[i];
-    if (vr_gray_views_check(&r->views) != VR_OK) {
-        char why[256]; /* a copy: vr_fail writes over the message it would read */
-        const char *msg = vr_last_error();
-        snprintf(why, sizeof why, "%s", strncmp(msg, "views: ", 7) ? msg : msg + 7);
-        return vr_fail(VR_ERR_ARG, "recipe", "%s: [views] %s", name, why);
-    }
-    if (!r->train_images[0] || !r->train_labels[0])
+    if (vr_gray_views_check(&r->views) != VR_OK) return section_error(name, "views");
+    if (r->kind == VR_DATA_IDX && (!r->train_images[0] || !r->train_labels[0]))
         return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] train_images and train_labels are required", name);
+    if (r->kind == VR_DATA_AUDIO) {
+        if (!r->manifest[0]) return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] manifest is required for audio", name);
+        if (r->crop_seconds > r->clip_seconds)
+            return vr_fail(VR_ERR_ARG, "recipe", "%s: [audio_views] crop_seconds %g is longer than [data] clip_seconds %g",
+                           name, (double)r->crop_seconds, (double)r->clip_seconds);
+        r->audio_views.crop_samples = vr_recipe_samples(r, r->crop_seconds);
+        if (vr_audio_views_check(&r->audio_views) != VR_OK) return section_error(name, "audio_views");
+        r->spec.sample_rate_hz = r->rate_hz;
+        if (vr_spectrogram_check(&r->spec) != VR_OK) return section_error(name, "spectrogram");
+    }
     if (!r->run_dir[0]) return vr_fail(VR_ERR_ARG, "recipe", "%s: [train] run_dir is empty", name);
     return VR_OK;
 }
@@ -472,6 +585,9 @@ char *vr_recipe_format(const vr_recipe *r)
             break;
         }
         case K_OPTIM: snprintf(value, sizeof value, "%s", vr_optim_kind_name(*(const vr_optim_kind *)field)); break;
+        case K_KIND:
+        case K_MELSCALE:
+        case K_SPECLOG: snprintf(value, sizeof value, "%s", enum_names(k->type)[*(const int *)field]); break;
         }
         /* the help rides along as a comment where the line stays within inih's limit */
         size_t shown = strlen(value) > 40 ? strlen(value) : 40; /* the value column is 40 wide */
@@ -487,26 +603,28 @@ char *vr_recipe_format(const vr_recipe *r)
     return b.s;
 }
 
-void vr_recipe_branch(const vr_recipe *r, vr_branch_config *bc)
+int vr_recipe_branches(const vr_recipe *r, vr_branch_config bc[VR_MAX_BRANCHES])
 {
-    vr_branch_config_image(bc, r->depth, "");
-    vr_resnet_config *e = &bc->encoder;
-    e->in_channels = 1;
-    memcpy(e->widths, r->widths, sizeof e->widths);
-    e->stem_kernel = r->stem_kernel;
-    e->stem_stride = r->stem_stride;
-    e->stem_pad = r->stem_pad;
-    e->pool_kernel = r->pool_kernel;
-    e->pool_stride = r->pool_stride;
-    e->pool_pad = r->pool_pad;
-    e->zero_init_residual = r->zero_init_residual;
-    snprintf(bc->expander, sizeof bc->expander, "%s", r->expander);
+    if (r->kind == VR_DATA_AUDIO) {
+        vr_branch_config_wave(&bc[0], "");
+        encoder_to(&bc[0].encoder, &r->wave);
+        snprintf(bc[0].expander, sizeof bc[0].expander, "%s", r->wave.expander);
+        vr_branch_config_spec(&bc[1], "");
+        encoder_to(&bc[1].encoder, &r->model);
+        snprintf(bc[1].expander, sizeof bc[1].expander, "%s", r->model.expander);
+        return 2;
+    }
+    vr_branch_config_image(&bc[0], r->model.depth, "");
+    bc[0].encoder.in_channels = 1;
+    encoder_to(&bc[0].encoder, &r->model);
+    snprintf(bc[0].expander, sizeof bc[0].expander, "%s", r->model.expander);
+    return 1;
 }
 
 vr_lr_schedule vr_recipe_schedule(const vr_recipe *r, long steps_per_epoch)
 {
     return (vr_lr_schedule){
-        .base = vr_lr_scaled_base(r->base_lr, r->batch),
+        .base = r->scale_lr ? vr_lr_scaled_base(r->base_lr, r->batch) : r->base_lr,
         .warmup_steps = lround((double)r->warmup_epochs * steps_per_epoch),
         .total_steps = (long)r->epochs * steps_per_epoch,
         .final_ratio = r->final_lr_ratio,

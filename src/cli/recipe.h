@@ -8,32 +8,58 @@
 
 #include <stdint.h>
 
+#include "vicreg/audio_views.h"
 #include "vicreg/backend.h"
 #include "vicreg/gray_views.h"
+#include "vicreg/spectrogram.h"
 #include "vicreg/model.h"
 #include "vicreg/optim.h"
 #include "vicreg/schedule.h"
 
 #define VR_RECIPE_PATH 512
 
-typedef struct vr_recipe {
-    /* [data] */
-    char train_images[VR_RECIPE_PATH], train_labels[VR_RECIPE_PATH];
-    char test_images[VR_RECIPE_PATH], test_labels[VR_RECIPE_PATH];
-    int train_limit;             /* first N training samples; 0: all */
-    /* [views] */
-    vr_gray_views_config views;
-    /* [model] */
+/* What a recipe trains on: grayscale IDX images with one shared image branch, or labelled
+ * audio clips with a waveform and a spectrogram branch. */
+typedef enum vr_data_kind { VR_DATA_IDX, VR_DATA_AUDIO } vr_data_kind;
+
+/* One ResNet encoder and its expander, as a recipe section describes it. */
+typedef struct vr_recipe_encoder {
     int depth, widths[4];
     int stem_kernel, stem_stride, stem_pad;
     int pool_kernel, pool_stride, pool_pad; /* pool_kernel 0: no max pool */
     int zero_init_residual;
     char expander[128];          /* full spec, first width = encoder output; "" none */
+} vr_recipe_encoder;
+
+typedef struct vr_recipe {
+    /* [data] */
+    vr_data_kind kind;
+    char train_images[VR_RECIPE_PATH], train_labels[VR_RECIPE_PATH];
+    char test_images[VR_RECIPE_PATH], test_labels[VR_RECIPE_PATH];
+    int train_limit;             /* first N training samples; 0: all */
+    /* [data] of audio: a labels.csv-style manifest and the selections of the two splits */
+    char manifest[VR_RECIPE_PATH], audio_root[VR_RECIPE_PATH];
+    char path_column[32], label_column[32], select_column[32];
+    char train_select[64], test_select[64];
+    int rate_hz;
+    float clip_seconds;          /* every clip cropped or padded to this */
+    /* [views] */
+    vr_gray_views_config views;
+    /* [audio_views] */
+    vr_audio_views_config audio_views;
+    float crop_seconds;
+    /* [spectrogram] */
+    vr_spectrogram_config spec;
+    /* [model]: the image branch, or the spectrogram branch of an audio recipe */
+    vr_recipe_encoder model;
+    /* [wave]: the waveform branch of an audio recipe */
+    vr_recipe_encoder wave;
     /* [loss] */
     vr_vicreg_coeffs coeffs;
     /* [optim] */
     vr_optim_config optim;
-    float base_lr;               /* scaled by batch / 256 */
+    float base_lr;               /* scaled by batch / 256 when scale_lr */
+    int scale_lr;
     float warmup_epochs, final_lr_ratio;
     /* [train] */
     int epochs, batch;           /* batch: pairs per step */
@@ -61,8 +87,11 @@ vr_status vr_recipe_load_text(vr_recipe *r, const char *text, const char *name,
 /* The canonical text of a resolved recipe (malloc'd, caller frees); NULL when out of memory. */
 char *vr_recipe_format(const vr_recipe *r);
 
-/* The model the recipe describes: one shared image branch on 1-channel input. */
-void vr_recipe_branch(const vr_recipe *r, vr_branch_config *bc);
+/* The model the recipe describes: one shared image branch on 1-channel input, or the audio
+ * recipe's waveform (branch 0) and spectrogram (branch 1) branches. Returns the branch count. */
+int vr_recipe_branches(const vr_recipe *r, vr_branch_config bc[VR_MAX_BRANCHES]);
+/* seconds of audio in samples at the recipe's rate */
+int64_t vr_recipe_samples(const vr_recipe *r, float seconds);
 /* The learning-rate schedule for steps_per_epoch. */
 vr_lr_schedule vr_recipe_schedule(const vr_recipe *r, long steps_per_epoch);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "source.h"
 #include "vicreg/checkpoint.h"
 #include "vicreg/safetensors.h"
 #include "vicreg/trainer.h"
@@ -92,11 +93,12 @@ typedef struct run {
     vr_model m;
     vr_trainer t;
     int have_trainer;
-    vr_gray_dataset train;
+    vr_source train;
     long steps_per_epoch, total_steps;
     vr_lr_schedule sched;
     int *perm;            /* (N) data order of the current epoch */
-    float *x_host, *x_dev; /* (2N,1,S,S) both views; x_dev == x_host on the CPU */
+    /* each branch's input of a step (source.h); x_dev == x_host on the CPU */
+    float *x_host[VR_MAX_BRANCHES], *x_dev[VR_MAX_BRANCHES];
     char checkpoint[VR_RECIPE_PATH + 64], metrics[VR_RECIPE_PATH + 64];
     long last_saved;      /* step of the last checkpoint written or loaded; -1 none */
 } run;
@@ -104,10 +106,12 @@ typedef struct run {
 static void run_free(run *u)
 {
     if (u->have_trainer) vr_trainer_free(&u->t);
-    if (u->x_dev && u->x_dev != u->x_host) u->be->free(u->be, u->x_dev);
-    vr_free(u->x_host);
+    for (int b = 0; b < VR_MAX_BRANCHES; b++) {
+        if (u->x_dev[b] && u->x_dev[b] != u->x_host[b]) u->be->free(u->be, u->x_dev[b]);
+        vr_free(u->x_host[b]);
+    }
     vr_free(u->perm);
-    vr_gray_dataset_free(&u->train);
+    vr_source_free(&u->train);
     vr_model_free(&u->m);
     if (u->be) vr_backend_destroy(u->be);
     free(u->recipe_text);
@@ -147,8 +151,7 @@ static vr_status build(run *u)
 {
     VR_TRY(vr_cli_open_model(&u->r, &u->be, &u->m));
     vr_optim_config oc = u->r.optim;
-    int size = u->r.views.size;
-    VR_TRY(vr_trainer_create(&u->t, &u->m, &oc, u->r.batch, &size, &size));
+    VR_TRY(vr_trainer_create(&u->t, &u->m, &oc, u->r.batch, u->train.in_h, u->train.in_w));
     u->have_trainer = 1;
     u->t.coeffs = u->r.coeffs;
     return VR_OK;
@@ -174,48 +177,66 @@ static vr_status plan_steps(run *u, int n)
     return VR_OK;
 }
 
-static void print_plan(const run *u, int n, int h, int w, FILE *out)
+static void print_branch(const vr_model *m, int b, const vr_recipe_encoder *e, FILE *out)
+{
+    const vr_branch *br = &m->branch[b];
+    const vr_resnet_config *c = &br->enc.cfg;
+    char stem[32];
+    if (c->rank == 2) snprintf(stem, sizeof stem, "%dx%d", c->stem_kernel, c->stem_kernel);
+    else snprintf(stem, sizeof stem, "%d", c->stem_kernel);
+    fprintf(out, "model:           %s%d-D ResNet-%d (widths %d,%d,%d,%d; stem %s stride %d; %s) -> %d features; "
+                 "expander %s\n", m->nbranches > 1 ? (b ? "spectrogram: " : "waveform: ") : "", c->rank, c->depth,
+            c->widths[0], c->widths[1], c->widths[2], c->widths[3], stem, c->stem_stride,
+            c->pool_kernel ? "max pool" : "no max pool", br->enc.out_dim, e->expander[0] ? e->expander : "none");
+}
+
+static void print_plan(const run *u, const char *what, FILE *out)
 {
     const vr_recipe *r = &u->r;
     const vr_model *m = &u->m;
+    const vr_source *src = &u->train;
     size_t state = (size_t)u->t.optim.nstate * m->params.total * sizeof(float);
-    int dim = m->branch[0].has_expander ? m->branch[0].exp.dims[m->branch[0].exp.nlayers] : m->branch[0].enc.out_dim;
-    size_t trainer = (size_t)2 * r->batch * ((size_t)dim + m->branch[0].enc.out_dim) * sizeof(float);
-    size_t input = (size_t)2 * r->batch * r->views.size * r->views.size * sizeof(float);
-    size_t data = (size_t)n * h * w + (size_t)n;
+    size_t trainer = 0, input = 0;
+    for (int b = 0; b < m->nbranches; b++) {
+        const vr_branch *br = &m->branch[b];
+        int dim = br->has_expander ? br->exp.dims[br->exp.nlayers] : br->enc.out_dim;
+        trainer += (size_t)(m->nbranches > 1 ? 1 : 2) * r->batch * ((size_t)dim + br->enc.out_dim) * sizeof(float);
+        input += src->step_floats[b] * sizeof(float);
+    }
+    size_t data = r->kind == VR_DATA_AUDIO
+                      ? (size_t)src->n * (size_t)vr_recipe_samples(r, r->clip_seconds) * sizeof(float)
+                      : (size_t)src->n * r->views.size * r->views.size;
     size_t total = vr_model_bytes(m) + state + trainer + input + data;
-    fprintf(out, "model:           ResNet-%d (widths %d,%d,%d,%d; stem %dx%d stride %d; %s) -> %d features; expander %s\n",
-            r->depth, r->widths[0], r->widths[1], r->widths[2], r->widths[3], r->stem_kernel,
-            r->stem_kernel, r->stem_stride, r->pool_kernel ? "max pool" : "no max pool",
-            m->branch[0].enc.out_dim, r->expander[0] ? r->expander : "none");
-    fprintf(out, "parameters:      %lld (backbone %lld, projector %lld)\n",
-            prefix_params(m, ""), prefix_params(m, "backbone."), prefix_params(m, "projector."));
+    for (int b = 0; b < m->nbranches; b++) print_branch(m, b, b == 0 && m->nbranches > 1 ? &r->wave : &r->model, out);
+    if (m->nbranches > 1)
+        fprintf(out, "parameters:      %lld (waveform %lld, spectrogram %lld)\n", prefix_params(m, ""),
+                prefix_params(m, "wave."), prefix_params(m, "spec."));
+    else
+        fprintf(out, "parameters:      %lld (backbone %lld, projector %lld)\n",
+                prefix_params(m, ""), prefix_params(m, "backbone."), prefix_params(m, "projector."));
     fprintf(out, "memory estimate: %.0f MiB = model, gradients, buffers and activations %.0f MiB "
-                 "+ %s state %.0f MiB + loss gradients %.0f MiB + views %.0f MiB + training set %.0f MiB "
+                 "+ %s state %.0f MiB + loss gradients %.0f MiB + inputs %.0f MiB + training set %.0f MiB "
                  "(backend scratch not included)\n",
             total / 1048576.0, vr_model_bytes(m) / 1048576.0, vr_optim_kind_name(r->optim.kind),
             state / 1048576.0, trainer / 1048576.0, input / 1048576.0, data / 1048576.0);
-    fprintf(out, "training set:    %d images %dx%d -> two %dx%d views each\n", n, h, w, r->views.size, r->views.size);
+    fprintf(out, "training set:    %s\n", what);
     fprintf(out, "steps per epoch: %ld (batch %d pairs, %d samples left out per epoch); %ld steps over %d epochs\n",
-            u->steps_per_epoch, r->batch, n - (int)(u->steps_per_epoch * r->batch), u->total_steps, r->epochs);
-    fprintf(out, "learning rate:   %s, base %g x %d/256 = %g, warm-up %ld steps, cosine to %g\n",
-            vr_optim_kind_name(r->optim.kind), (double)r->base_lr, r->batch, (double)u->sched.base,
-            u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
+            u->steps_per_epoch, r->batch, src->n - (int)(u->steps_per_epoch * r->batch), u->total_steps, r->epochs);
+    fprintf(out, "learning rate:   %s, base %g%s = %g, warm-up %ld steps, cosine to %g\n",
+            vr_optim_kind_name(r->optim.kind), (double)r->base_lr, r->scale_lr ? " x batch/256" : "",
+            (double)u->sched.base, u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
 }
 
 static int dry_run(run *u)
 {
-    int64_t dims[3];
-    if (vr_idx_read_dims(u->r.train_images, 3, dims) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
-    int n = (int)dims[0];
-    if (u->r.train_limit > 0 && u->r.train_limit < n) n = u->r.train_limit;
-    if (build(u) != VR_OK || plan_steps(u, n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    char what[VR_RECIPE_PATH + 200];
+    if (vr_source_peek(&u->train, &u->r, what, sizeof what) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     fputs(u->recipe_text, stdout);
     printf("\n; dry run\n");
-    print_plan(u, n, (int)dims[1], (int)dims[2], stdout);
+    print_plan(u, what, stdout);
     return VR_EXIT_OK;
 }
-
 static vr_status make_dirs(const char *path)
 {
     char buf[VR_RECIPE_PATH];
@@ -337,7 +358,7 @@ static int train_loop(run *u, long start, FILE *metrics)
     const vr_recipe *r = &u->r;
     vr_status s = VR_OK;
     uint64_t views_seed = derive_seed(r->seed, SEED_VIEWS), shuffle_seed = derive_seed(r->seed, SEED_SHUFFLE);
-    size_t batch_floats = (size_t)2 * r->batch * r->views.size * r->views.size;
+    int nb = u->train.nbranches;
     long perm_epoch = -1, last_log = start;
     int tty = isatty(fileno(stderr));
     double t0 = vr_cli_now(), t_log = t0, t_progress = t0;
@@ -349,13 +370,14 @@ static int train_loop(run *u, long start, FILE *metrics)
             shuffle(u->perm, u->train.n, shuffle_seed, epoch);
             perm_epoch = epoch;
         }
-        s = vr_gray_views_batch(&r->views, u->train.images, u->train.h, u->train.w,
-                                u->perm + in_epoch * r->batch, r->batch, views_seed,
-                                (int64_t)step * r->batch, r->threads, u->x_host);
-        if (s == VR_OK && u->x_dev != u->x_host) s = u->be->upload(u->be, u->x_dev, u->x_host, batch_floats);
+        s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch, r->batch, views_seed,
+                            (int64_t)step * r->batch, u->x_host);
+        for (int b = 0; b < nb && s == VR_OK; b++)
+            if (u->x_dev[b] != u->x_host[b])
+                s = u->be->upload(u->be, u->x_dev[b], u->x_host[b], u->train.step_floats[b]);
         if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
-        const float *inputs[1] = {u->x_dev};
+        const float *inputs[VR_MAX_BRANCHES] = {u->x_dev[0], u->x_dev[1]};
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
         if (s != VR_OK) {
             if (tty) fputc('\n', stderr);
@@ -416,16 +438,19 @@ static int train(run *u, const train_args *a)
                                "or choose another directory with --set train.run_dir=DIR\n",
                        r->run_dir, u->checkpoint, u->checkpoint), VR_EXIT_USAGE;
     double t_load = vr_cli_now();
-    if (vr_gray_dataset_load(r->train_images, r->train_labels, r->train_limit, &u->train) != VR_OK)
-        return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
+    vr_status ls = vr_source_open(&u->train, r, VR_SPLIT_TRAIN, r->train_limit);
+    vr_cli_report_skipped(&u->train);
+    if (ls != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
-    size_t batch_floats = (size_t)2 * r->batch * r->views.size * r->views.size;
     u->perm = vr_alloc((size_t)u->train.n * sizeof(int));
-    u->x_host = vr_alloc(batch_floats * sizeof(float));
-    if (!u->perm || !u->x_host) return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
-    if (u->be->device == VR_DEVICE_CPU) u->x_dev = u->x_host;
-    else if (u->be->alloc(u->be, batch_floats * sizeof(float), &u->x_dev) != VR_OK)
-        return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
+    if (!u->perm) return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
+    for (int b = 0; b < u->train.nbranches; b++) {
+        size_t bytes = u->train.step_floats[b] * sizeof(float);
+        u->x_host[b] = vr_alloc(bytes);
+        if (!u->x_host[b]) return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
+        if (u->be->device == VR_DEVICE_CPU) u->x_dev[b] = u->x_host[b];
+        else if (u->be->alloc(u->be, bytes, &u->x_dev[b]) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
+    }
 
     if (a->resume) {
         int rc = resume(u, a->resume, &start);
@@ -442,7 +467,11 @@ static int train(run *u, const train_args *a)
     if (!metrics) return fprintf(stderr, "vicreg: cannot write %s: %s\n", u->metrics, strerror(errno)), VR_EXIT_RUNTIME;
 
     fprintf(stderr, "vicreg train: %s -> %s (data loaded in %.1f s)\n", a->recipe_path, r->run_dir, vr_cli_now() - t_load);
-    print_plan(u, u->train.n, u->train.h, u->train.w, stderr);
+    char what[VR_RECIPE_PATH + 200];
+    vr_source scratch;
+    if (vr_source_peek(&scratch, r, what, sizeof what) != VR_OK) snprintf(what, sizeof what, "%d samples", u->train.n);
+    vr_source_free(&scratch);
+    print_plan(u, what, stderr);
     if (start) fprintf(stderr, "resuming at step %ld (epoch %ld)\n", start, start / u->steps_per_epoch + 1);
     struct sigaction sa = {.sa_handler = request_stop};
     sigemptyset(&sa.sa_mask);
@@ -459,15 +488,9 @@ static int train(run *u, const train_args *a)
         return VR_EXIT_RUNTIME;
     }
 
-    fprintf(stderr, "vicreg: k-NN evaluation on the test split...\n");
-    double t0 = vr_cli_now();
-    vr_knn_result res;
     char eval_path[VR_RECIPE_PATH + 64];
     snprintf(eval_path, sizeof eval_path, "%s/eval.json", r->run_dir);
-    if (vr_cli_knn(r, &u->m, &u->train, &res) != VR_OK ||
-        vr_cli_knn_report(r, &res, "trained", u->total_steps, vr_cli_now() - t0, eval_path) != VR_OK)
-        return vr_cli_fail(VR_EXIT_RUNTIME, "k-NN evaluation");
-    return VR_EXIT_OK;
+    return vr_cli_evaluate(r, &u->m, &u->train, "trained", u->total_steps, eval_path);
 }
 
 int vr_cmd_train(int argc, char **argv)

@@ -1,0 +1,153 @@
+/* A recipe's data split and the inputs made from it (see source.h). */
+#include "source.h"
+
+#include <string.h>
+
+#include "vicreg/audio_views.h"
+#include "vicreg/gray_views.h"
+
+static void manifest_config(const vr_recipe *r, vr_split split, vr_audio_manifest_config *m)
+{
+    *m = (vr_audio_manifest_config){
+        .path_column = r->path_column,
+        .label_column = r->label_column,
+        .select_column = r->select_column,
+        .select = split == VR_SPLIT_TRAIN ? r->train_select : r->test_select,
+        .audio_root = r->audio_root,
+    };
+}
+
+/* The spectrogram object and the input shapes of both branches. */
+static vr_status audio_shapes(vr_source *s, const vr_recipe *r)
+{
+    VR_TRY(vr_spectrogram_create(&r->spec, &s->sp));
+    int64_t crop = vr_recipe_samples(r, r->crop_seconds);
+    int64_t frames = vr_spectrogram_frames(s->sp, crop);
+    if (frames < 1) return vr_fail(VR_ERR_ARG, "data", "a crop of %lld samples is too short for n_fft %d",
+                                   (long long)crop, r->spec.n_fft);
+    s->nbranches = 2;
+    s->in_h[0] = 1;
+    s->in_w[0] = (int)crop;
+    s->in_h[1] = r->spec.n_mels;
+    s->in_w[1] = (int)frames;
+    s->step_floats[0] = (size_t)r->batch * (size_t)crop;
+    s->step_floats[1] = (size_t)r->batch * r->spec.n_mels * (size_t)frames;
+    return VR_OK;
+}
+
+static void idx_shapes(vr_source *s, const vr_recipe *r)
+{
+    s->nbranches = 1;
+    s->in_h[0] = s->in_w[0] = r->views.size;
+    s->step_floats[0] = (size_t)2 * r->batch * r->views.size * r->views.size;
+}
+
+static vr_status open_audio(vr_source *s, const vr_recipe *r, vr_split split, int limit)
+{
+    vr_audio_manifest_config mc;
+    manifest_config(r, split, &mc);
+    vr_audio_list list = {0};
+    VR_TRY(vr_audio_list_manifest(r->manifest, &mc, &list));
+    int listed = list.n;
+    if (limit > 0 && limit < list.n) list.n = limit;
+    vr_audio_load_config lc;
+    vr_audio_load_default(&lc);
+    lc.rate_hz = r->rate_hz;
+    lc.clip_samples = vr_recipe_samples(r, r->clip_seconds);
+    lc.threads = r->threads;
+    vr_status st = vr_audio_dataset_load(&list, &lc, &s->audio);
+    list.n = listed;
+    vr_audio_list_free(&list);
+    VR_TRY(st);
+    VR_TRY(audio_shapes(s, r));
+    s->n = s->audio.n;
+    s->nclasses = s->audio.nclasses;
+    s->labels = vr_alloc((size_t)s->n * sizeof(int));
+    if (!s->labels) return vr_fail(VR_ERR_NOMEM, "data", "cannot hold %d labels", s->n);
+    memcpy(s->labels, s->audio.labels, (size_t)s->n * sizeof(int));
+    return VR_OK;
+}
+
+static vr_status open_idx(vr_source *s, const vr_recipe *r, vr_split split, int limit)
+{
+    int train = split == VR_SPLIT_TRAIN;
+    VR_TRY(vr_gray_dataset_load(train ? r->train_images : r->test_images,
+                                train ? r->train_labels : r->test_labels, limit, &s->gray));
+    s->n = s->gray.n;
+    s->nclasses = s->gray.nclasses;
+    idx_shapes(s, r);
+    s->labels = vr_alloc((size_t)s->n * sizeof(int));
+    if (!s->labels) return vr_fail(VR_ERR_NOMEM, "data", "cannot hold %d labels", s->n);
+    for (int i = 0; i < s->n; i++) s->labels[i] = s->gray.labels[i];
+    return VR_OK;
+}
+
+vr_status vr_source_open(vr_source *s, const vr_recipe *r, vr_split split, int limit)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = r->kind;
+    return r->kind == VR_DATA_AUDIO ? open_audio(s, r, split, limit) : open_idx(s, r, split, limit);
+}
+
+vr_status vr_source_peek(vr_source *s, const vr_recipe *r, char *what, size_t what_len)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = r->kind;
+    if (r->kind == VR_DATA_AUDIO) {
+        vr_audio_manifest_config mc;
+        manifest_config(r, VR_SPLIT_TRAIN, &mc);
+        vr_audio_list list = {0};
+        VR_TRY(vr_audio_list_manifest(r->manifest, &mc, &list));
+        s->n = list.n;
+        s->nclasses = list.nclasses;
+        vr_audio_list_free(&list);
+        VR_TRY(audio_shapes(s, r));
+        snprintf(what, what_len, "%d clips of %d classes (%s), %g s at %d Hz -> %g s crops: "
+                 "waveform 1x%d and log-mel %dx%d", s->n, s->nclasses, r->manifest,
+                 (double)r->clip_seconds, r->rate_hz, (double)r->crop_seconds, s->in_w[0], s->in_h[1],
+                 s->in_w[1]);
+        return VR_OK;
+    }
+    int64_t dims[3];
+    VR_TRY(vr_idx_read_dims(r->train_images, 3, dims));
+    s->n = (int)dims[0];
+    if (r->train_limit > 0 && r->train_limit < s->n) s->n = r->train_limit;
+    idx_shapes(s, r);
+    snprintf(what, what_len, "%d images %lldx%lld -> two %dx%d views each", s->n, (long long)dims[1],
+             (long long)dims[2], r->views.size, r->views.size);
+    return VR_OK;
+}
+
+void vr_source_free(vr_source *s)
+{
+    vr_gray_dataset_free(&s->gray);
+    vr_audio_dataset_free(&s->audio);
+    if (s->sp) vr_spectrogram_destroy(s->sp);
+    vr_free(s->labels);
+    memset(s, 0, sizeof *s);
+}
+
+vr_status vr_source_views(vr_source *s, const vr_recipe *r, const int *index, int n,
+                          uint64_t seed, int64_t first, float *const *out)
+{
+    if (s->kind == VR_DATA_IDX)
+        return vr_gray_views_batch(&r->views, s->gray.images, s->gray.h, s->gray.w, index, n, seed,
+                                   first, r->threads, out[0]);
+    int64_t crop = s->in_w[0];
+    VR_TRY(vr_audio_views_batch(&r->audio_views, s->audio.clips, s->audio.clip_samples, index, n, seed,
+                                first, r->threads, out[0]));
+    VR_TRY(vr_spectrogram_mel_batch(s->sp, out[0], n, crop, r->threads, out[1]));
+    return vr_spec_masks_batch(&r->audio_views, out[1], s->in_h[1], s->in_w[1], n, seed, first, r->threads);
+}
+
+vr_status vr_source_eval_inputs(vr_source *s, const vr_recipe *r, int i0, int n, float *const *out)
+{
+    if (s->kind == VR_DATA_IDX)
+        return vr_gray_center_batch(&r->views, s->gray.images + (size_t)i0 * s->gray.h * s->gray.w,
+                                    s->gray.h, s->gray.w, n, r->threads, out[0]);
+    int64_t crop = s->in_w[0], clip = s->audio.clip_samples, offset = (clip - crop) / 2;
+    for (int i = 0; i < n; i++)
+        memcpy(out[0] + (size_t)i * crop, s->audio.clips + (size_t)(i0 + i) * clip + offset,
+               (size_t)crop * sizeof(float));
+    return vr_spectrogram_mel_batch(s->sp, out[0], n, crop, r->threads, out[1]);
+}
