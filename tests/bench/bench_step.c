@@ -4,15 +4,19 @@
  *
  *   a  ResNet-18, two 64x64 views, batch 64, expander 512-2048-2048-2048
  *   b  ResNet-50, two 224x224 views, batch 8, expander 2048-8192-8192-8192
+ *   c  audio: 1-D ResNet-18 (48..384) on 1 s of 16 kHz waveform and ResNet-18 (1-channel stem)
+ *      on its 64x101 log-mel in [0, 1], non-shared, expanders 2048-2048-2048, batch 64; the
+ *      log-mel is computed inside the timed step, as the peer does
  * Optimiser as the peer: SGD momentum 0.9, weight decay 1e-6 on every tensor (lr 0.01; 1e-3 for b).
  *
- * usage: bench_step a|b [--threads N] [--warmup W] [--steps S] */
+ * usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
+#include "vicreg/spectrogram.h"
 #include "vicreg/vicreg.h"
 
 static double now(void)
@@ -53,19 +57,100 @@ static void die(const char *what)
     exit(1);
 }
 
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* Config c: the audio recipe's two branches, the log-mel of each batch inside the step. */
+static int bench_audio(int threads, int warmup, int steps)
+{
+    const int n = 64, len = 16000;
+    vr_backend *be;
+    if (vr_backend_create("cpu", threads, &be)) die("backend");
+    vr_branch_config bc[2];
+    vr_branch_config_wave(&bc[0], "2048-2048-2048");
+    vr_branch_config_spec(&bc[1], "2048-2048-2048");
+    vr_model m;
+    if (vr_model_create(&m, be, 2, bc) || vr_model_init(&m, 0)) die("model");
+    vr_spectrogram_config sc;
+    vr_spectrogram_default(&sc);
+    vr_spectrogram *sp;
+    if (vr_spectrogram_create(&sc, &sp)) die("spectrogram");
+    int frames = (int)vr_spectrogram_frames(sp, len);
+    vr_optim_config oc;
+    vr_optim_config_default(&oc, VR_OPTIM_SGD);
+    oc.exclude_1d = 0;
+    vr_trainer t;
+    int h[2] = {1, sc.n_mels}, w[2] = {len, frames};
+    if (vr_trainer_create(&t, &m, &oc, n, h, w)) die("trainer");
+    float *wave = vr_alloc((size_t)n * len * sizeof(float));              /* (N,1,L) */
+    float *mel = vr_alloc((size_t)n * sc.n_mels * frames * sizeof(float)); /* (N,1,M,T) */
+    vr_rng rng;
+    vr_rng_seed(&rng, 0);
+    double *times = calloc((size_t)steps, sizeof *times), *fe = calloc((size_t)steps, sizeof *fe);
+    double first = 0, last = 0;
+    for (int it = 0; it < warmup + steps; it++) {
+        for (size_t i = 0; i < (size_t)n * len; i++) wave[i] = 0.1f * vr_rng_normal(&rng);
+        const float *inputs[2] = {wave, mel};
+        vr_vicreg_terms terms;
+        double t0 = now();
+        if (vr_spectrogram_mel_batch(sp, wave, n, len, threads, mel)) die("log-mel");
+        double t1 = now();
+        if (vr_trainer_step(&t, inputs, 0.01f, &terms)) die("step");
+        double dt = now() - t0;
+        if (it == 0) first = terms.loss;
+        last = terms.loss;
+        if (it >= warmup) {
+            times[it - warmup] = dt;
+            fe[it - warmup] = t1 - t0;
+        }
+        fprintf(stderr, "  [c] step %2d %s %7.3fs (log-mel %.1f ms) loss %.4f (inv %.4f std %.4f cov %.4f)\n", it,
+                it < warmup ? "warm" : "time", dt, 1e3 * (t1 - t0), terms.loss, terms.invariance, terms.variance,
+                terms.covariance);
+    }
+    double med = median(times, steps), med_fe = median(fe, steps);
+    double macs = 0;
+    for (int b = 0; b < 2; b++) {
+        macs += resnet_macs(&m.branch[b].enc, n);
+        for (int i = 0; i < m.branch[b].exp.nlayers; i++)
+            macs += (double)n * m.branch[b].exp.dims[i] * m.branch[b].exp.dims[i + 1];
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("RESULT {\"config\": \"c_audio_wave_spec_b64\", \"batch_pairs\": %d, \"params_M\": %.2f, "
+           "\"fwd_GMAC_per_step\": %.2f, \"median_step_s\": %.4f, \"min_step_s\": %.4f, "
+           "\"max_step_s\": %.4f, \"pairs_per_s\": %.2f, \"approx_train_GFLOP_per_s\": %.1f, "
+           "\"peak_rss_MB\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"logmel_ms\": %.2f, "
+           "\"threads\": %d, \"warmup\": %d, \"steps\": %d}\n",
+           n, (double)m.params.total / 1e6, macs / 1e9, med, times[0], times[steps - 1], n / med,
+           6.0 * macs / 1e9 / med, ru.ru_maxrss / 1024.0, first, last, 1e3 * med_fe, threads, warmup, steps);
+    free(times);
+    free(fe);
+    vr_free(wave);
+    vr_free(mel);
+    vr_trainer_free(&t);
+    vr_spectrogram_destroy(sp);
+    vr_model_free(&m);
+    vr_backend_destroy(be);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "a") && strcmp(argv[1], "b"))) {
-        fprintf(stderr, "usage: bench_step a|b [--threads N] [--warmup W] [--steps S]\n");
+    if (argc < 2 || (strcmp(argv[1], "a") && strcmp(argv[1], "b") && strcmp(argv[1], "c"))) {
+        fprintf(stderr, "usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S]\n");
         return 2;
     }
-    int cfg_a = argv[1][0] == 'a';
-    int threads = 2, warmup = cfg_a ? 3 : 2, steps = cfg_a ? 10 : 3;
+    int cfg_a = argv[1][0] == 'a', cfg_c = argv[1][0] == 'c';
+    int threads = 2, warmup = cfg_a || cfg_c ? 3 : 2, steps = cfg_a || cfg_c ? 10 : 3;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
     }
+    if (cfg_c) return bench_audio(threads, warmup, steps);
     int n = cfg_a ? 64 : 8, hw = cfg_a ? 64 : 224;
     vr_backend *be;
     if (vr_backend_create("cpu", threads, &be)) die("backend");
@@ -99,9 +184,7 @@ int main(int argc, char **argv)
                 argv[1], it, it < warmup ? "warm" : "time", dt, terms.loss, terms.invariance,
                 terms.variance, terms.covariance);
     }
-    qsort(times, (size_t)steps, sizeof *times, cmp_double);
-    double med = times[steps / 2];
-    if (steps % 2 == 0) med = 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    double med = median(times, steps);
     double macs = resnet_macs(&m.branch[0].enc, 2 * n);
     for (int i = 0; i < m.branch[0].exp.nlayers; i++)
         macs += 2.0 * n * m.branch[0].exp.dims[i] * m.branch[0].exp.dims[i + 1];

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs our training-step benchmark and the PyTorch peer alternately (ours, peer, ours, peer...)
 # in one sitting and prints each run's pairs/s and peak RSS and the ratio of the medians.
-#   usage: tests/bench/compare.sh a|b [ROUNDS] [BUILD_DIR]
+#   usage: tests/bench/compare.sh a|b|c [ROUNDS] [BUILD_DIR]
 # The peer needs Debian's python3-torch and python3-torchvision (/usr/bin/python3).
 set -euo pipefail
 cfg=${1:-a}
