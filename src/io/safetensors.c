@@ -3,14 +3,14 @@
  * header completely in vr_st_open, so every later accessor can trust the entries. */
 #include "vicreg/safetensors.h"
 
+#include "vicreg/atomic_file.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -631,72 +631,22 @@ static vr_status build_header(const vr_st_writer *w, char **out, size_t *out_len
     return VR_OK;
 }
 
-/* Writes the whole file to tmp and makes it durable (fsync) before the caller renames it.
- * Every step is checked: a full disk often shows only at fflush, fsync or fclose. */
-static vr_status write_tmp(const vr_st_writer *w, const char *path, const char *tmp,
-                           const char *header, size_t header_len)
-{
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return vr_fail(VR_ERR_IO, ST_DOMAIN, "%s: cannot create temporary file %s: %s", path,
-                       tmp, strerror(errno));
-    unsigned char len_le[8];
-    for (int i = 0; i < 8; i++) len_le[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
-    int ok = fwrite(len_le, 1, 8, f) == 8 && fwrite(header, 1, header_len, f) == header_len;
-    for (int i = 0; ok && i < w->count; i++)
-        ok = w->items[i].bytes == 0 ||
-             fwrite(w->items[i].data, 1, w->items[i].bytes, f) == w->items[i].bytes;
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        err = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return vr_fail(VR_ERR_IO, ST_DOMAIN, "%s: cannot write temporary file %s: %s", path, tmp,
-                       strerror(err));
-    }
-    return VR_OK;
-}
-
-/* Makes a completed rename durable: the new directory entry reaches the disk with the file.
- * Best effort: a directory that cannot be opened for reading (rare) leaves the rename as it is. */
-static void sync_parent(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy) return;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(copy);
-}
-
 vr_status vr_st_write(vr_st_writer *w, const char *path)
 {
     char *header = NULL;
     size_t header_len = 0;
     VR_TRY(build_header(w, &header, &header_len));
-
-    /* The pid keeps two processes writing the same path from sharing a temporary file. */
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    if (!tmp) {
-        free(header);
-        return vr_fail(VR_ERR_NOMEM, ST_DOMAIN, "%s: out of memory", path);
+    vr_atomic_file a;
+    vr_status s = vr_atomic_open(&a, path, ST_DOMAIN);
+    if (s == VR_OK) {
+        unsigned char len_le[8];
+        for (int i = 0; i < 8; i++) len_le[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
+        fwrite(len_le, 1, 8, a.f);
+        fwrite(header, 1, header_len, a.f);
+        for (int i = 0; i < w->count; i++)
+            if (w->items[i].bytes) fwrite(w->items[i].data, 1, w->items[i].bytes, a.f);
+        s = vr_atomic_commit(&a); /* checks every write through the stream's error flag */
     }
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-
-    vr_status s = write_tmp(w, path, tmp, header, header_len);
-    if (s == VR_OK && rename(tmp, path) != 0) {
-        s = vr_fail(VR_ERR_IO, ST_DOMAIN, "%s: cannot rename %s over it: %s", path, tmp,
-                    strerror(errno));
-        unlink(tmp);
-    }
-    if (s == VR_OK) sync_parent(path);
-    free(tmp);
     free(header);
     return s;
 }
