@@ -13,6 +13,7 @@ enum { VR_EXIT_OK = 0, VR_EXIT_RUNTIME = 1, VR_EXIT_USAGE = 2 };
 int vr_cmd_train(int argc, char **argv);
 int vr_cmd_eval(int argc, char **argv);
 int vr_cmd_info(int argc, char **argv);
+int vr_cmd_spectrogram(int argc, char **argv);
 
 /* Prints "vicreg: <context>: <library message>" to stderr and returns code. */
 int vr_cli_fail(int code, const char *context);

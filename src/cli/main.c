@@ -7,13 +7,17 @@
 static const char *usage_text =
     "usage: vicreg COMMAND [ARGS]\n"
     "\n"
-    "VICReg self-supervised learning on grayscale image sets (Fashion-MNIST, MNIST).\n"
+    "VICReg self-supervised joint-embedding learning: grayscale image sets (Fashion-MNIST,\n"
+    "MNIST) and audio (a waveform and a spectrogram encoder trained together).\n"
     "\n"
     "commands:\n"
     "  train RECIPE.ini [--set section.key=value]... [--resume CHECKPOINT] [--dry-run]\n"
     "                     train a model as the recipe says; k-NN evaluation at the end\n"
     "  eval knn CHECKPOINT | --random-init RECIPE.ini [--set ...] [--json PATH]\n"
-    "                     k-NN top-1/top-5 of a model's representations\n"
+    "                     k-NN top-1/top-5 of each branch's representations; for audio also\n"
+    "                     cross-modal recall\n"
+    "  spectrogram AUDIO -o OUT.npy|OUT.png [--recipe R.ini] [--set ...]\n"
+    "                     a recipe's log-mel spectrogram of one file\n"
     "  info CHECKPOINT    tensors, parameter counts and metadata of a checkpoint\n"
     "\n"
     "  vicreg COMMAND --help   more about one command\n"
@@ -34,6 +38,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train")) return vr_cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return vr_cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return vr_cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "spectrogram")) return vr_cmd_spectrogram(argc - 1, argv + 1);
     fprintf(stderr, "vicreg: unknown command '%s'\n\n%s", cmd, usage_text);
     return VR_EXIT_USAGE;
 }
