@@ -138,6 +138,7 @@ static const key_def keys[] = {
     STR("train", "run_dir", run_dir, "recipe.ini, metrics.jsonl, checkpoint, eval.json"),
     NUM("train", "checkpoint_every", K_LONG, checkpoint_every, 0, 1e15, "steps; 0: only at the end"),
     NUM("train", "log_every", K_INT, log_every, 1, 1e9, "steps between metrics.jsonl lines"),
+    NUM("train", "max_minutes", K_FLOAT, max_minutes, 0, 1e7, "stop early after this training time; 0: none"),
 
     NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),

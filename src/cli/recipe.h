@@ -69,6 +69,7 @@ typedef struct vr_recipe {
     char run_dir[VR_RECIPE_PATH];
     long checkpoint_every;       /* steps; 0: only at the end */
     int log_every;               /* steps between metrics lines */
+    float max_minutes;           /* stop early after this much training time; 0: no limit */
     /* [eval] */
     int eval_k;
     float eval_temperature;

@@ -101,6 +101,7 @@ typedef struct run {
     float *x_host[VR_MAX_BRANCHES], *x_dev[VR_MAX_BRANCHES];
     char checkpoint[VR_RECIPE_PATH + 64], metrics[VR_RECIPE_PATH + 64];
     long last_saved;      /* step of the last checkpoint written or loaded; -1 none */
+    long stopped_at;      /* the step a time limit stopped training at; 0: ran to the end */
 } run;
 
 static void run_free(run *u)
@@ -409,6 +410,14 @@ static int train_loop(run *u, long start, FILE *metrics)
             if (tty) fputc('\n', stderr);
             return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
         }
+        if (r->max_minutes > 0 && now - t0 >= 60.0 * r->max_minutes && done < u->total_steps) {
+            if (tty) fputc('\n', stderr);
+            if (u->last_saved != done && save(u, done) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
+            fprintf(stderr, "vicreg: stopped after step %ld of %ld: [train] max_minutes %g reached; checkpoint %s\n",
+                    done, u->total_steps, (double)r->max_minutes, u->checkpoint);
+            u->stopped_at = done;
+            return VR_EXIT_OK;
+        }
         if (stop_requested && done < u->total_steps) {
             if (tty) fputc('\n', stderr);
             if (u->last_saved != done && save(u, done) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
@@ -490,7 +499,8 @@ static int train(run *u, const train_args *a)
 
     char eval_path[VR_RECIPE_PATH + 64];
     snprintf(eval_path, sizeof eval_path, "%s/eval.json", r->run_dir);
-    return vr_cli_evaluate(r, &u->m, &u->train, "trained", u->total_steps, eval_path);
+    return vr_cli_evaluate(r, &u->m, &u->train, "trained", u->stopped_at ? u->stopped_at : u->total_steps,
+                           eval_path);
 }
 
 int vr_cmd_train(int argc, char **argv)
