@@ -1,59 +1,108 @@
 /* The evaluation of a model on its recipe's data: frozen features of the training and test
- * splits (featurize.h), then per branch the weighted k-NN accuracy, and for an audio model the
- * cross-modal recall (a clip's waveform embedding finds the same clip among the test split's
- * spectrogram embeddings). Printed, and written as one JSON object. */
+ * splits (featurize.h), then for each branch's representation
+ *   k-NN        weighted k-NN top-1/top-5 of test rows against training rows ([eval] k, T)
+ *   linear      a linear probe trained on the training rows, top-1 on the test rows ([eval]
+ *               linear: none, adam as the audio peer, or sgd as the VICReg protocol)
+ * and for an audio model, inside the test split,
+ *   retrieval   leave-one-out label retrieval R@1 and mAP per branch
+ *   cross-modal recall@1/5 of a clip's waveform embedding finding the same clip among the
+ *               spectrogram embeddings
+ * beside the log-mel baseline (each clip's log-mel averaged over time: k-NN, linear,
+ * retrieval), which involves no training. Printed, and written as one JSON object whose keys
+ * follow the audio peer's (knn_wave, lin_spec, ret_map_wave, xmodal_r1, ...). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "featurize.h"
-
-static const char *branch_name(const vr_source *s, int b)
-{
-    return s->nbranches == 1 ? "image" : b == 0 ? "wave" : "spec";
-}
-
-/* Recall@k of row i of a (N, D) finding row i of b (N, D), both L2-normalised, ks ascending. */
-static vr_status cross_modal(const float *a, const float *b, int n, int d, const int *ks, int nk,
-                             double *recall)
-{
-    int kmax = ks[nk - 1] < n ? ks[nk - 1] : n;
-    int *idx = vr_alloc((size_t)n * kmax * sizeof(int));
-    float *sim = vr_alloc((size_t)n * kmax * sizeof(float));
-    vr_status s = idx && sim ? vr_knn_search(b, n, a, n, d, kmax, idx, sim)
-                             : vr_fail(VR_ERR_NOMEM, "eval", "cannot hold %d x %d neighbours", n, kmax);
-    for (int j = 0; j < nk && s == VR_OK; j++) {
-        int hits = 0, k = ks[j] < kmax ? ks[j] : kmax;
-        for (int i = 0; i < n; i++)
-            for (int t = 0; t < k; t++)
-                if (idx[(size_t)i * kmax + t] == i) {
-                    hits++;
-                    break;
-                }
-        recall[j] = (double)hits / n;
-    }
-    vr_free(idx);
-    vr_free(sim);
-    return s;
-}
+#include "vicreg/atomic_file.h"
+#include "vicreg/probe.h"
+#include "vicreg/retrieval_metrics.h"
 
 static vr_status write_json(const char *path, cJSON *j)
 {
     char *text = cJSON_PrintUnformatted(j);
     if (!text) return vr_fail(VR_ERR_NOMEM, "eval", "cannot format %s", path);
-    char tmp[VR_RECIPE_PATH + 80];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    vr_status s = VR_OK;
-    if (!f) s = vr_fail(VR_ERR_IO, "eval", "%s: cannot write", tmp);
-    else {
-        fputs(text, f);
-        fputc('\n', f);
-        if (fclose(f) != 0 || rename(tmp, path) != 0) s = vr_fail(VR_ERR_IO, "eval", "%s: write failed", path);
+    vr_atomic_file a;
+    vr_status s = vr_atomic_open(&a, path, "eval");
+    if (s == VR_OK) {
+        fputs(text, a.f);
+        fputc('\n', a.f);
+        s = vr_atomic_commit(&a);
     }
     cJSON_free(text);
     return s;
+}
+
+/* The figures of one feature set (a branch's representations or the log-mel baseline). */
+typedef struct feature_scores {
+    double knn1, knn5, lin1, ret1, map;
+    int has_lin, has_ret;
+} feature_scores;
+
+/* k-NN and linear probe of train (Nt,D) / test (Nq,D), and label retrieval inside test when
+ * `retrieval`. The inputs are copied where a metric changes them. */
+static vr_status score(const vr_recipe *r, const float *train, const int *ltr, int nt, const float *test,
+                       const int *lte, int nq, int d, int nclasses, int retrieval, feature_scores *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t btr = (size_t)nt * d * sizeof(float), bte = (size_t)nq * d * sizeof(float);
+    float *a = vr_alloc(btr), *b = vr_alloc(bte);
+    vr_status s = a && b ? VR_OK : vr_fail(VR_ERR_NOMEM, "eval", "cannot copy %d x %d features", nt + nq, d);
+    if (s == VR_OK && r->eval_linear) {
+        vr_probe_config pc;
+        vr_probe_config_default(&pc, r->eval_linear == 1 ? VR_PROBE_ADAM : VR_PROBE_SGD);
+        pc.seed = r->seed;
+        vr_probe_result pr;
+        s = vr_linear_probe(train, ltr, nt, test, lte, nq, d, nclasses, &pc, NULL, NULL, &pr);
+        out->lin1 = pr.top1;
+        out->has_lin = 1;
+    }
+    if (s == VR_OK) {
+        memcpy(a, train, btr);
+        memcpy(b, test, bte);
+        vr_knn_config kc = {.k = r->eval_k, .temperature = r->eval_temperature};
+        vr_knn_result kr;
+        s = vr_knn_evaluate(a, ltr, nt, b, lte, nq, d, &kc, &kr); /* normalises a and b */
+        out->knn1 = kr.top1;
+        out->knn5 = kr.top5;
+    }
+    if (s == VR_OK && retrieval) {
+        static const int ks[] = {1};
+        s = vr_label_retrieval(b, lte, nq, d, ks, 1, &out->ret1, &out->map);
+        out->has_ret = 1;
+    }
+    vr_free(a);
+    vr_free(b);
+    return s;
+}
+
+static void add_scores(cJSON *j, const char *suffix, const feature_scores *f, int single)
+{
+    char key[64];
+    snprintf(key, sizeof key, single ? "top1" : "knn_%s", suffix);
+    cJSON_AddNumberToObject(j, key, f->knn1);
+    snprintf(key, sizeof key, single ? "top5" : "knn_top5_%s", suffix);
+    cJSON_AddNumberToObject(j, key, f->knn5);
+    if (f->has_lin) {
+        snprintf(key, sizeof key, single ? "linear_top1" : "lin_%s", suffix);
+        cJSON_AddNumberToObject(j, key, f->lin1);
+    }
+    if (f->has_ret) {
+        snprintf(key, sizeof key, "ret_r1_%s", suffix);
+        cJSON_AddNumberToObject(j, key, f->ret1);
+        snprintf(key, sizeof key, "ret_map_%s", suffix);
+        cJSON_AddNumberToObject(j, key, f->map);
+    }
+}
+
+static void print_scores(const char *label, const char *name, const feature_scores *f)
+{
+    printf("  %-12s %-14s k-NN %6.2f%% (top-5 %6.2f%%)", label, name, 100 * f->knn1, 100 * f->knn5);
+    if (f->has_lin) printf("  linear %6.2f%%", 100 * f->lin1);
+    if (f->has_ret) printf("  retrieval R@1 %6.2f%% mAP %6.2f%%", 100 * f->ret1, 100 * f->map);
+    putchar('\n');
 }
 
 int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const char *label, long step,
@@ -72,43 +121,54 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
         s = vr_source_open(&test, r, VR_SPLIT_TEST, r->eval_test_limit);
         vr_cli_report_skipped(&test);
     }
-    int nt = train->n;
+    int nt = train->n, audio = r->kind == VR_DATA_AUDIO;
     if (r->eval_train_limit > 0 && r->eval_train_limit < nt) nt = r->eval_train_limit;
+    int nclasses = train->nclasses > test.nclasses ? train->nclasses : test.nclasses;
     if (s == VR_OK) s = vr_features_compute(m, train, r, nt, 0, &ftr);
-    if (s == VR_OK) s = vr_features_compute(m, &test, r, 0, test.nbranches > 1, &fte);
+    if (s == VR_OK) s = vr_features_compute(m, &test, r, 0, audio, &fte);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", label);
     cJSON_AddNumberToObject(j, "step", (double)step);
     cJSON_AddNumberToObject(j, "train_samples", nt);
     cJSON_AddNumberToObject(j, "test_samples", test.n);
-    cJSON_AddNumberToObject(j, "classes", train->nclasses);
+    cJSON_AddNumberToObject(j, "classes", nclasses);
     cJSON_AddNumberToObject(j, "k", r->eval_k);
     cJSON_AddNumberToObject(j, "temperature", r->eval_temperature);
+    if (s == VR_OK)
+        printf("evaluation of the %s model (step %ld): %d training and %d test %s\n", label, step, nt, test.n,
+               audio ? "clips" : "images");
     for (int b = 0; b < ftr.nbranches && s == VR_OK; b++) {
-        vr_knn_config kc = {.k = r->eval_k, .temperature = r->eval_temperature};
-        vr_knn_result res;
-        s = vr_knn_evaluate(ftr.repr[b], train->labels, nt, fte.repr[b], test.labels, test.n, ftr.repr_dim[b], &kc, &res);
+        feature_scores fs;
+        s = score(r, ftr.repr[b], train->labels, nt, fte.repr[b], test.labels, test.n, ftr.repr_dim[b], nclasses,
+                  audio, &fs);
         if (s != VR_OK) break;
-        const char *name = branch_name(train, b);
-        printf("%s %-5s k-NN top-1 %6.2f%%  top-5 %6.2f%%  (k %d, %d test / %d train)\n", label, name,
-               100.0 * res.top1, 100.0 * res.top5, r->eval_k, res.nqueries, res.ntrain);
-        char key[64];
-        snprintf(key, sizeof key, ftr.nbranches == 1 ? "top1" : "knn_top1_%s", name);
-        cJSON_AddNumberToObject(j, key, res.top1);
-        snprintf(key, sizeof key, ftr.nbranches == 1 ? "top5" : "knn_top5_%s", name);
-        cJSON_AddNumberToObject(j, key, res.top5);
+        const char *name = !audio ? "encoder" : b == 0 ? "wave" : "spec";
+        print_scores(label, name, &fs);
+        add_scores(j, name, &fs, !audio);
     }
-    if (s == VR_OK && fte.nbranches == 2 && fte.emb[0] && fte.emb[1] && fte.emb_dim[0] == fte.emb_dim[1]) {
+    if (s == VR_OK && audio) {
         static const int ks[] = {1, 5};
         double rec[2];
         vr_l2_normalise_rows(fte.emb[0], fte.n, fte.emb_dim[0]);
         vr_l2_normalise_rows(fte.emb[1], fte.n, fte.emb_dim[1]);
-        s = cross_modal(fte.emb[0], fte.emb[1], fte.n, fte.emb_dim[0], ks, 2, rec);
+        s = fte.emb_dim[0] == fte.emb_dim[1]
+                ? vr_crossmodal_recall(fte.emb[0], fte.emb[1], fte.n, fte.emb_dim[0], ks, 2, rec)
+                : vr_fail(VR_ERR_SHAPE, "eval", "embeddings of %d and %d dimensions cannot be compared",
+                          fte.emb_dim[0], fte.emb_dim[1]);
         if (s == VR_OK) {
-            printf("%s cross-modal recall@1 %6.2f%%  recall@5 %6.2f%%  (waveform -> spectrogram, %d test clips)\n",
-                   label, 100.0 * rec[0], 100.0 * rec[1], fte.n);
+            printf("  %-12s %-14s recall@1 %6.2f%%  recall@5 %6.2f%%  (waveform -> spectrogram)\n", label,
+                   "cross-modal", 100 * rec[0], 100 * rec[1]);
             cJSON_AddNumberToObject(j, "xmodal_r1", rec[0]);
             cJSON_AddNumberToObject(j, "xmodal_r5", rec[1]);
+        }
+        feature_scores fs;
+        if (s == VR_OK)
+            s = score(r, ftr.logmel, train->labels, nt, fte.logmel, test.labels, test.n, ftr.logmel_dim, nclasses,
+                      1, &fs);
+        if (s == VR_OK) {
+            print_scores("baseline", "log-mel mean", &fs);
+            cJSON *base = cJSON_AddObjectToObject(j, "baseline");
+            add_scores(base, "logmel_mean", &fs, 0);
         }
     }
     cJSON_AddNumberToObject(j, "seconds", vr_cli_now() - t0);

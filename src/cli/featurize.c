@@ -14,12 +14,23 @@ vr_status vr_features_plan(vr_model *m, const vr_source *s, int batch)
     return vr_model_plan(m, n, h, w);
 }
 
+/* spec (N, M, T) -> out (N, M): each band's mean over the frames. */
+static void mean_over_time(const float *spec, int n, int m, int t, float *out)
+{
+    for (int i = 0; i < n * m; i++) {
+        double sum = 0;
+        for (int j = 0; j < t; j++) sum += spec[(size_t)i * t + j];
+        out[i] = (float)(sum / t);
+    }
+}
+
 void vr_features_free(vr_features *f)
 {
     for (int b = 0; b < VR_MAX_BRANCHES; b++) {
         vr_free(f->repr[b]);
         vr_free(f->emb[b]);
     }
+    vr_free(f->logmel);
     memset(f, 0, sizeof *f);
 }
 
@@ -54,9 +65,15 @@ vr_status vr_features_compute(vr_model *m, vr_source *s, const vr_recipe *r, int
         else
             st = be->device == VR_DEVICE_CPU ? (dev[b] = host[b], VR_OK) : be->alloc(be, in * sizeof(float), &dev[b]);
     }
+    if (st == VR_OK && s->kind == VR_DATA_AUDIO) {
+        f->logmel_dim = s->in_h[1];
+        if (!(f->logmel = vr_alloc((size_t)n * f->logmel_dim * sizeof(float))))
+            st = vr_fail(VR_ERR_NOMEM, "features", "cannot hold the log-mel means of %d clips", n);
+    }
     for (int i0 = 0; i0 < f->n && st == VR_OK; i0 += bn) {
         int nb_i = f->n - i0 < bn ? f->n - i0 : bn;
         st = vr_source_eval_inputs(s, r, i0, nb_i, host);
+        if (st == VR_OK && f->logmel) mean_over_time(host[1], nb_i, s->in_h[1], s->in_w[1], f->logmel + (size_t)i0 * f->logmel_dim);
         for (int b = 0; b < nb && st == VR_OK; b++) {
             vr_branch *br = &m->branch[b];
             if (dev[b] != host[b]) st = be->upload(be, dev[b], host[b], (size_t)nb_i * s->in_h[b] * s->in_w[b]);

@@ -11,6 +11,9 @@ typedef struct vr_features {
     int repr_dim[VR_MAX_BRANCHES], emb_dim[VR_MAX_BRANCHES];
     float *repr[VR_MAX_BRANCHES]; /* (N, repr_dim), host */
     float *emb[VR_MAX_BRANCHES];  /* (N, emb_dim), host; NULL without an expander or when not asked */
+    int logmel_dim;               /* audio: n_mels; 0 otherwise */
+    float *logmel;                /* audio: (N, n_mels) each clip's log-mel averaged over time, the
+                                     baseline feature that involves no training */
 } vr_features;
 
 /* The features of s's first n samples (all of them when n <= 0 or n > s->n); embeddings too

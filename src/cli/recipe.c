@@ -19,7 +19,7 @@
 #define MAX_STR_VALUE 160
 
 typedef enum key_type {
-    K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM, K_KIND, K_MELSCALE, K_SPECLOG
+    K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM, K_KIND, K_MELSCALE, K_SPECLOG, K_PROBE
 } key_type;
 
 typedef struct key_def {
@@ -144,7 +144,8 @@ static const key_def keys[] = {
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
     NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "first N training samples; 0: all"),
     NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "first N test samples; 0: all"),
-    NUM("eval", "batch", K_INT, eval_batch, 1, 1e6, "images per forward pass"),
+    NUM("eval", "batch", K_INT, eval_batch, 1, 1e6, "samples per forward pass"),
+    NUM("eval", "linear", K_PROBE, eval_linear, 0, 0, "linear probe: none, adam (full batch) or sgd"),
 };
 #define NKEYS ((int)(sizeof keys / sizeof *keys))
 
@@ -245,14 +246,16 @@ static int parse_bool(const char *v, int *out)
 static const char *const kind_names[] = {"idx", "audio", NULL};
 static const char *const melscale_names[] = {"htk", "slaney", NULL};
 static const char *const speclog_names[] = {"none", "offset", "db", NULL};
+static const char *const probe_names[] = {"none", "adam", "sgd", NULL};
 static const char *const *enum_names(key_type t)
 {
-    return t == K_KIND ? kind_names : t == K_MELSCALE ? melscale_names : speclog_names;
+    return t == K_KIND ? kind_names : t == K_MELSCALE ? melscale_names : t == K_SPECLOG ? speclog_names : probe_names;
 }
 
 static const char *enum_list(key_type t)
 {
-    return t == K_KIND ? "idx, audio" : t == K_MELSCALE ? "htk, slaney" : "none, offset, db";
+    return t == K_KIND ? "idx, audio" : t == K_MELSCALE ? "htk, slaney" : t == K_SPECLOG ? "none, offset, db"
+                                                                                          : "none, adam, sgd";
 }
 
 /* Integers in full, no trailing text, within [min, max]. */
@@ -332,7 +335,8 @@ static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, s
         return 1;
     case K_KIND:
     case K_MELSCALE:
-    case K_SPECLOG: {
+    case K_SPECLOG:
+    case K_PROBE: {
         const char *const *names = enum_names(k->type);
         for (int i = 0; names[i]; i++)
             if (!strcasecmp(v, names[i])) return *(int *)field = i, 1;
@@ -588,7 +592,8 @@ char *vr_recipe_format(const vr_recipe *r)
         case K_OPTIM: snprintf(value, sizeof value, "%s", vr_optim_kind_name(*(const vr_optim_kind *)field)); break;
         case K_KIND:
         case K_MELSCALE:
-        case K_SPECLOG: snprintf(value, sizeof value, "%s", enum_names(k->type)[*(const int *)field]); break;
+        case K_SPECLOG:
+        case K_PROBE: snprintf(value, sizeof value, "%s", enum_names(k->type)[*(const int *)field]); break;
         }
         /* the help rides along as a comment where the line stays within inih's limit */
         size_t shown = strlen(value) > 40 ? strlen(value) : 40; /* the value column is 40 wide */

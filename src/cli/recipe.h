@@ -75,6 +75,7 @@ typedef struct vr_recipe {
     float eval_temperature;
     int eval_train_limit, eval_test_limit; /* 0: the whole split */
     int eval_batch;
+    int eval_linear;             /* 0 none, 1 + vr_probe_protocol: the linear probe to run */
 } vr_recipe;
 
 /* Defaults, then the file at path (NULL: defaults only), then the overrides
