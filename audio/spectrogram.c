@@ -1,16 +1,18 @@
 /* The STFT -> mel -> log -> [0, 1] front end (see include/vicreg/spectrogram.h).
  *
- * One clip is worked frame by frame: the windowed frame is built in a buffer of n_fft floats,
- * transformed by FFTW's real-to-complex plan, turned into n_fft/2 + 1 powers, and reduced by
- * the filterbank into one column of the output, all inside a few KiB that stay in L1. The
- * filterbank is stored sparse, each triangle as its run of non-zero weights: a bin belongs to
- * at most two triangles, so a frame costs about 2 (n_fft/2 + 1) multiply-adds (400 at the
- * default), against n_mels (n_fft/2 + 1) (12864) for a dense product. The log, clamp and
- * scaling steps then run over the clip's output while it is still in cache.
+ * A clip is worked in blocks of 16 frames: each windowed frame is built in a buffer of n_fft
+ * floats, transformed by FFTW's real-to-complex plan, and its n_fft/2 + 1 powers become one
+ * column of a (bins, 16) block; the filterbank then turns the block into 16 columns of the
+ * output, 16 frames per vector operation. The filterbank is stored sparse, each triangle as its
+ * run of non-zero weights: a bin belongs to at most two triangles, so a frame costs about
+ * 2 (n_fft/2 + 1) multiply-adds (400 at the default) against n_mels (n_fft/2 + 1) (12864) for a
+ * dense product (as sgemm, about as long as all the FFTs). The block (13 KiB at the default)
+ * and the frame buffers stay in L1; the log, clamp and scaling steps then run over the clip's
+ * output while it is still in cache.
  *
  * The plan is made once per object with FFTW_ESTIMATE, which picks the same algorithm on
  * every run, so spectrograms are bitwise reproducible (a measured plan may differ between
- * runs). Threads execute it concurrently through the new-array interface on buffers of their
+ * runs, and for n_fft 400 it is no faster: 0.3 us a frame either way). Threads execute it concurrently through the new-array interface on buffers of their
  * own from fftwf_malloc, which have the SIMD alignment of the arrays it was planned on. */
 #include "vicreg/spectrogram.h"
 
