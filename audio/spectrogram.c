@@ -372,7 +372,7 @@ static vr_status run(const vr_spectrogram *sp, const float *wave, int batch, int
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
         for (int i = 0; i < batch; i++)
             if (ok) run_clip(sp, &w, wave + (size_t)i * n, n, frames, mel, out + (size_t)i * per_clip);
         work_free(&w);
