@@ -138,6 +138,22 @@ static void free_data(conv_data *t)
 
 /* Float sums of up to a few hundred products of values in [-1, 1] against double sums: errors
  * grow with the reduction length, so the absolute tolerance scales with it. */
+/* Every convolution this build has (im2col + sgemm, and oneDNN where built) at 1 and 2
+ * threads: variant v is implementation v / 2 with 1 + v % 2 threads. */
+static int n_variants(void)
+{
+#ifdef VR_HAVE_DNNL
+    return 4;
+#else
+    return 2;
+#endif
+}
+
+static vr_status make_variant(int v, vr_backend **be)
+{
+    return vr_cpu_backend_create_conv(1 + v % 2, v / 2 ? VR_CPU_CONV_ONEDNN : VR_CPU_CONV_IM2COL, be);
+}
+
 static double atol_for(size_t terms) { return 2e-6 * (double)terms + 1e-6; }
 static const double RTOL = 1e-5;
 
@@ -152,13 +168,14 @@ static void test_forward(void)
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             const float *b = with_bias ? t.b : NULL;
             ref_forward(&t.d, t.x, t.w, b, ref);
-            for (int threads = 1; threads <= 2; threads++) {
+            for (int v = 0; v < n_variants(); v++) {
+                int threads = 1 + v % 2;
                 vr_backend *be;
-                TU_OK(vr_cpu_backend_create(threads, &be));
+                TU_OK(make_variant(v, &be));
                 memset(got, 0xff, ny * sizeof *got); /* NaN: every element must be written */
                 TU_OK(be->conv_forward(be, &t.d, t.x, t.w, b, got));
                 char what[64];
-                snprintf(what, sizeof what, "forward case %zu bias %d threads %d", ci, with_bias,
+                snprintf(what, sizeof what, "%s forward case %zu bias %d threads %d", be->name, ci, with_bias,
                          threads);
                 CU_ASSERT(tu_close(got, ref, ny, atol, RTOL, what));
                 vr_backend_destroy(be);
@@ -180,13 +197,14 @@ static void test_backward_data(void)
         CU_ASSERT_FATAL(ref && got && rw && rb);
         ref_backward(&t.d, t.x, t.w, t.dy, ref, rw, rb);
         double atol = atol_for((size_t)t.d.c_out * t.d.kh * t.d.kw);
-        for (int threads = 1; threads <= 2; threads++) {
+        for (int v = 0; v < n_variants(); v++) {
+            int threads = 1 + v % 2;
             vr_backend *be;
-            TU_OK(vr_cpu_backend_create(threads, &be));
+            TU_OK(make_variant(v, &be));
             memset(got, 0xff, nx * sizeof *got); /* dx is overwritten, never accumulated */
             TU_OK(be->conv_backward_data(be, &t.d, t.dy, t.w, got));
             char what[64];
-            snprintf(what, sizeof what, "backward data case %zu threads %d", ci, threads);
+            snprintf(what, sizeof what, "%s backward data case %zu threads %d", be->name, ci, threads);
             CU_ASSERT(tu_close(got, ref, nx, atol, RTOL, what));
             vr_backend_destroy(be);
         }
@@ -217,14 +235,15 @@ static void test_backward_weight(void)
         for (size_t i = 0; i < nw; i++) ref[i] += pre[i];
         for (size_t i = 0; i < nb; i++) rb[i] += preb[i];
         size_t terms = (size_t)t.d.n * t.d.h_out * t.d.w_out;
-        for (int threads = 1; threads <= 2; threads++) {
+        for (int v = 0; v < n_variants(); v++) {
+            int threads = 1 + v % 2;
             vr_backend *be;
-            TU_OK(vr_cpu_backend_create(threads, &be));
+            TU_OK(make_variant(v, &be));
             memcpy(got, pre, nw * sizeof *got);
             memcpy(gb, preb, nb * sizeof *gb);
             TU_OK(be->conv_backward_weight(be, &t.d, t.x, t.dy, got, gb));
             char what[64];
-            snprintf(what, sizeof what, "backward weight case %zu threads %d", ci, threads);
+            snprintf(what, sizeof what, "%s backward weight case %zu threads %d", be->name, ci, threads);
             CU_ASSERT(tu_close(got, ref, nw, atol_for(terms), RTOL, what));
             snprintf(what, sizeof what, "backward bias case %zu threads %d", ci, threads);
             CU_ASSERT(tu_close(gb, rb, nb, atol_for(terms), RTOL, what));
@@ -319,34 +338,36 @@ static double fd_loss(void *p)
 }
 
 /* L is linear in each of x, w, b, so a large step has no truncation error and keeps the float
- * rounding of the forward small relative to the difference. */
+ * rounding of the forward small relative to the difference. Both implementations, 2 threads. */
 static void test_finite_differences(void)
 {
-    vr_backend *be;
-    TU_OK(vr_cpu_backend_create(2, &be));
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        conv_data t = make_data(&cases[ci], 600 + ci);
-        size_t nx = x_count(&t.d), ny = y_count(&t.d), nw = w_count(&t.d), nb = (size_t)t.d.c_out;
-        float *y = malloc(ny * sizeof *y), *dx = malloc(nx * sizeof *dx);
-        float *dw = calloc(nw, sizeof *dw), *db = calloc(nb, sizeof *db);
-        CU_ASSERT_FATAL(y && dx && dw && db);
-        TU_OK(be->conv_backward_data(be, &t.d, t.dy, t.w, dx));
-        TU_OK(be->conv_backward_weight(be, &t.d, t.x, t.dy, dw, db));
-        fd_ctx c = {be, &t, y};
-        char what[64];
-        snprintf(what, sizeof what, "conv case %zu dL/dx", ci);
-        CU_ASSERT(tu_fd_check(fd_loss, &c, t.x, nx, dx, 40, 0.25f, 1e-3, 1e-3, what));
-        snprintf(what, sizeof what, "conv case %zu dL/dw", ci);
-        CU_ASSERT(tu_fd_check(fd_loss, &c, t.w, nw, dw, 40, 0.25f, 1e-3, 1e-3, what));
-        snprintf(what, sizeof what, "conv case %zu dL/db", ci);
-        CU_ASSERT(tu_fd_check(fd_loss, &c, t.b, nb, db, 40, 0.25f, 1e-3, 1e-3, what));
-        free(y);
-        free(dx);
-        free(dw);
-        free(db);
-        free_data(&t);
+    for (int v = 1; v < n_variants(); v += 2) {
+        vr_backend *be;
+        TU_OK(make_variant(v, &be));
+        for (size_t ci = 0; ci < NCASES; ci++) {
+            conv_data t = make_data(&cases[ci], 600 + ci);
+            size_t nx = x_count(&t.d), ny = y_count(&t.d), nw = w_count(&t.d), nb = (size_t)t.d.c_out;
+            float *y = malloc(ny * sizeof *y), *dx = malloc(nx * sizeof *dx);
+            float *dw = calloc(nw, sizeof *dw), *db = calloc(nb, sizeof *db);
+            CU_ASSERT_FATAL(y && dx && dw && db);
+            TU_OK(be->conv_backward_data(be, &t.d, t.dy, t.w, dx));
+            TU_OK(be->conv_backward_weight(be, &t.d, t.x, t.dy, dw, db));
+            fd_ctx c = {be, &t, y};
+            char what[64];
+            snprintf(what, sizeof what, "%s case %zu dL/dx", be->name, ci);
+            CU_ASSERT(tu_fd_check(fd_loss, &c, t.x, nx, dx, 40, 0.25f, 1e-3, 1e-3, what));
+            snprintf(what, sizeof what, "%s case %zu dL/dw", be->name, ci);
+            CU_ASSERT(tu_fd_check(fd_loss, &c, t.w, nw, dw, 40, 0.25f, 1e-3, 1e-3, what));
+            snprintf(what, sizeof what, "%s case %zu dL/db", be->name, ci);
+            CU_ASSERT(tu_fd_check(fd_loss, &c, t.b, nb, db, 40, 0.25f, 1e-3, 1e-3, what));
+            free(y);
+            free(dx);
+            free(dw);
+            free(db);
+            free_data(&t);
+        }
+        vr_backend_destroy(be);
     }
-    vr_backend_destroy(be);
 }
 
 int main(void)

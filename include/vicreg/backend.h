@@ -155,5 +155,9 @@ vr_status vr_backend_create(const char *name, int threads, vr_backend **out);
 void vr_backend_destroy(vr_backend *be);
 /* The CPU backend, directly. */
 vr_status vr_cpu_backend_create(int threads, vr_backend **out);
+/* The CPU backend with a chosen convolution: im2col + OpenBLAS sgemm (every build), or
+ * oneDNN (builds with libdnnl-dev; the default there, being the faster one). */
+typedef enum vr_cpu_conv { VR_CPU_CONV_IM2COL, VR_CPU_CONV_ONEDNN } vr_cpu_conv;
+vr_status vr_cpu_backend_create_conv(int threads, vr_cpu_conv conv, vr_backend **out);
 
 #endif

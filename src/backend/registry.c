@@ -7,9 +7,11 @@ vr_status vr_backend_create(const char *name, int threads, vr_backend **out)
 {
     *out = NULL;
     if (!name || strcmp(name, "cpu") == 0) return vr_cpu_backend_create(threads, out);
+    if (strcmp(name, "cpu-im2col") == 0) return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_IM2COL, out);
+    if (strcmp(name, "cpu-onednn") == 0) return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_ONEDNN, out);
     if (strcmp(name, "cuda") == 0)
         return vr_fail(VR_ERR_UNSUPPORTED, "backend", "cuda: this build has no CUDA backend");
-    return vr_fail(VR_ERR_ARG, "backend", "unknown backend '%s' (known: cpu)", name);
+    return vr_fail(VR_ERR_ARG, "backend", "unknown backend '%s' (known: cpu, cpu-im2col, cpu-onednn)", name);
 }
 
 void vr_backend_destroy(vr_backend *be)

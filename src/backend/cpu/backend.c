@@ -56,12 +56,24 @@ static vr_status cpu_sync(vr_backend *be)
 static void cpu_destroy(vr_backend *be)
 {
     vr_cpu_ctx *c = be->ctx;
+#ifdef VR_HAVE_DNNL
+    vr_dnnl_destroy(c->dnnl);
+#endif
     vr_free(c->scratch);
     free(c);
     free(be);
 }
 
 vr_status vr_cpu_backend_create(int threads, vr_backend **out)
+{
+#ifdef VR_HAVE_DNNL
+    return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_ONEDNN, out);
+#else
+    return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_IM2COL, out);
+#endif
+}
+
+vr_status vr_cpu_backend_create_conv(int threads, vr_cpu_conv conv, vr_backend **out)
 {
     *out = NULL;
     vr_backend *be = calloc(1, sizeof *be);
@@ -106,6 +118,22 @@ vr_status vr_cpu_backend_create(int threads, vr_backend **out)
         .adamw_step = vr_cpu_adamw_step,
         .sum_squares = vr_cpu_sum_squares,
     };
+    if (conv == VR_CPU_CONV_ONEDNN) {
+#ifdef VR_HAVE_DNNL
+        vr_status s = vr_dnnl_create(&c->dnnl);
+        if (s != VR_OK) {
+            cpu_destroy(be);
+            return s;
+        }
+        be->name = "cpu-onednn";
+        be->conv_forward = vr_dnnl_conv_forward;
+        be->conv_backward_data = vr_dnnl_conv_backward_data;
+        be->conv_backward_weight = vr_dnnl_conv_backward_weight;
+#else
+        cpu_destroy(be);
+        return vr_fail(VR_ERR_UNSUPPORTED, "cpu backend", "this build has no oneDNN (libdnnl-dev)");
+#endif
+    }
     *out = be;
     return VR_OK;
 }

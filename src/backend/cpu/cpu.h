@@ -8,8 +8,13 @@
 
 #include "vicreg/backend.h"
 
+/* oneDNN's engine, stream and primitive cache (conv_dnnl.c); present in builds with oneDNN. */
+typedef struct vr_dnnl vr_dnnl;
+typedef struct vr_dnnl_conv vr_dnnl_conv;
+
 typedef struct vr_cpu_ctx {
     int threads;
+    vr_dnnl *dnnl;         /* NULL: convolutions by im2col + sgemm */
     float *scratch;        /* grows on demand, reused every step */
     size_t scratch_bytes;
 } vr_cpu_ctx;
@@ -18,6 +23,16 @@ int vr_cpu_threads(vr_backend *be);
 /* At least `bytes` of scratch; valid until the next call. Allocates only when growing. */
 vr_status vr_cpu_scratch(vr_backend *be, size_t bytes, float **out);
 
+/* conv_dnnl.c */
+vr_status vr_dnnl_create(vr_dnnl **out);
+void vr_dnnl_destroy(vr_dnnl *dn);
+static inline vr_dnnl *vr_cpu_dnnl(vr_backend *be) { return ((vr_cpu_ctx *)be->ctx)->dnnl; }
+vr_status vr_dnnl_conv_forward(vr_backend *be, const vr_window *d, const float *x, const float *w,
+                               const float *b, float *y);
+vr_status vr_dnnl_conv_backward_data(vr_backend *be, const vr_window *d, const float *dy,
+                                     const float *w, float *dx);
+vr_status vr_dnnl_conv_backward_weight(vr_backend *be, const vr_window *d, const float *x,
+                                       const float *dy, float *dw, float *db);
 /* conv.c */
 vr_status vr_cpu_conv_forward(vr_backend *be, const vr_window *d, const float *x, const float *w,
                               const float *b, float *y);
