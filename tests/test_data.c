@@ -678,6 +678,49 @@ static void test_recipe_resolve(void)
     unlink(path);
 }
 
+/* An audio recipe: its sections resolve, round trip, give two branches, and bad values are
+ * named. */
+static void test_recipe_audio(void)
+{
+    const char *path = write_recipe("audio.ini",
+                                    "[data]\nkind = audio\nmanifest = x/labels.csv\nclip_seconds = 2\n"
+                                    "[audio_views]\ncrop_seconds = 1.5\n[spectrogram]\nmel_scale = slaney\n"
+                                    "log = db\nn_mels = 40\n[optim]\nname = adamw\nbase_lr = 5e-4\n"
+                                    "scale_lr = false\n[eval]\nlinear = adam\n");
+    vr_recipe r;
+    TU_OK(vr_recipe_load(&r, path, NULL, 0));
+    CU_ASSERT_EQUAL(r.kind, VR_DATA_AUDIO);
+    CU_ASSERT_EQUAL(r.audio_views.crop_samples, 24000);
+    CU_ASSERT_EQUAL(r.spec.mel_scale, VR_MEL_SLANEY);
+    CU_ASSERT_EQUAL(r.spec.log, VR_SPEC_LOG_DB);
+    CU_ASSERT_EQUAL(r.spec.n_mels, 40);
+    CU_ASSERT_EQUAL(r.eval_linear, 1);
+    vr_lr_schedule sch = vr_recipe_schedule(&r, 10);
+    CU_ASSERT_DOUBLE_EQUAL(sch.base, 5e-4, 1e-9); /* not scaled by batch / 256 */
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    CU_ASSERT_EQUAL(vr_recipe_branches(&r, bc), 2);
+    CU_ASSERT(bc[0].encoder.rank == 1 && bc[0].encoder.stem_kernel == 80 && bc[0].encoder.widths[3] == 384);
+    CU_ASSERT(bc[1].encoder.rank == 2 && bc[1].encoder.in_channels == 1);
+    CU_ASSERT_STRING_EQUAL(bc[0].expander, "384-2048-2048-2048");
+    CU_ASSERT_STRING_EQUAL(bc[1].encoder_prefix, "spec.backbone.");
+    char *text = vr_recipe_format(&r);
+    vr_recipe back;
+    TU_OK(vr_recipe_load_text(&back, text, "resolved", NULL, 0));
+    char *again = vr_recipe_format(&back);
+    CU_ASSERT_STRING_EQUAL(text, again);
+    free(text);
+    free(again);
+    const char *bad[][2] = {{"audio_views.crop_seconds=3", "crop_seconds"},
+                            {"spectrogram.mel_scale=mel", "htk, slaney"},
+                            {"spectrogram.win_length=512", "[spectrogram]"},
+                            {"data.manifest=", "manifest or train_folder"}};
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_EQUAL(vr_recipe_load(&r, path, bad[i], 1), VR_ERR_ARG);
+        CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), bad[i][1]));
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     static const tu_test tests[] = {
@@ -698,6 +741,7 @@ int main(void)
         {"representations in batches", test_represent_batches},
         {"recipe errors name file, line and key", test_recipe_errors},
         {"recipe resolution and round trip", test_recipe_resolve},
+        {"audio recipe sections, branches, errors", test_recipe_audio},
         {NULL, NULL},
     };
     return tu_main("data", tests);

@@ -55,6 +55,8 @@ static const key_def keys[] = {
     STR("data", "test_labels", test_labels, "IDX labels of the k-NN test split"),
     NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "first N training samples; 0: all"),
     STR("data", "manifest", manifest, "audio: CSV with a header row (path, label, split)"),
+    STR("data", "train_folder", train_folder, "audio without a manifest: one sub-folder per class"),
+    STR("data", "test_folder", test_folder, "audio without a manifest: the evaluation split, same classes"),
     STR("data", "audio_root", audio_root, "audio: relative paths start here; empty: the manifest's folder"),
     STR("data", "path_column", path_column, "audio: manifest column of file paths"),
     STR("data", "label_column", label_column, "audio: manifest column of labels"),
@@ -483,7 +485,8 @@ static vr_status finish(vr_recipe *r, const char *name)
     if (r->kind == VR_DATA_IDX && (!r->train_images[0] || !r->train_labels[0]))
         return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] train_images and train_labels are required", name);
     if (r->kind == VR_DATA_AUDIO) {
-        if (!r->manifest[0]) return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] manifest is required for audio", name);
+        if (!r->manifest[0] == !r->train_folder[0])
+            return vr_fail(VR_ERR_ARG, "recipe", "%s: audio needs [data] manifest or train_folder (one of them)", name);
         if (r->crop_seconds > r->clip_seconds)
             return vr_fail(VR_ERR_ARG, "recipe", "%s: [audio_views] crop_seconds %g is longer than [data] clip_seconds %g",
                            name, (double)r->crop_seconds, (double)r->clip_seconds);

@@ -39,6 +39,7 @@ typedef struct vr_recipe {
     int train_limit;             /* first N training samples; 0: all */
     /* [data] of audio: a labels.csv-style manifest and the selections of the two splits */
     char manifest[VR_RECIPE_PATH], audio_root[VR_RECIPE_PATH];
+    char train_folder[VR_RECIPE_PATH], test_folder[VR_RECIPE_PATH]; /* or class-per-folder sets */
     char path_column[32], label_column[32], select_column[32];
     char train_select[64], test_select[64];
     int rate_hz;

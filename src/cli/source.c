@@ -17,6 +17,19 @@ static void manifest_config(const vr_recipe *r, vr_split split, vr_audio_manifes
     };
 }
 
+/* The files of a split: from the manifest, or from the split's class folders. */
+static vr_status audio_list(const vr_recipe *r, vr_split split, vr_audio_list *list)
+{
+    if (!r->manifest[0]) {
+        const char *root = split == VR_SPLIT_TRAIN ? r->train_folder : r->test_folder;
+        if (!root[0]) return vr_fail(VR_ERR_ARG, "data", "[data] test_folder is empty: no split to evaluate on");
+        return vr_audio_list_folder(root, list);
+    }
+    vr_audio_manifest_config mc;
+    manifest_config(r, split, &mc);
+    return vr_audio_list_manifest(r->manifest, &mc, list);
+}
+
 /* The spectrogram object and the input shapes of both branches. */
 static vr_status audio_shapes(vr_source *s, const vr_recipe *r)
 {
@@ -44,10 +57,8 @@ static void idx_shapes(vr_source *s, const vr_recipe *r)
 
 static vr_status open_audio(vr_source *s, const vr_recipe *r, vr_split split, int limit)
 {
-    vr_audio_manifest_config mc;
-    manifest_config(r, split, &mc);
     vr_audio_list list = {0};
-    VR_TRY(vr_audio_list_manifest(r->manifest, &mc, &list));
+    VR_TRY(audio_list(r, split, &list));
     int listed = list.n;
     if (limit > 0 && limit < list.n) list.n = limit;
     vr_audio_load_config lc;
@@ -94,16 +105,14 @@ vr_status vr_source_peek(vr_source *s, const vr_recipe *r, char *what, size_t wh
     memset(s, 0, sizeof *s);
     s->kind = r->kind;
     if (r->kind == VR_DATA_AUDIO) {
-        vr_audio_manifest_config mc;
-        manifest_config(r, VR_SPLIT_TRAIN, &mc);
         vr_audio_list list = {0};
-        VR_TRY(vr_audio_list_manifest(r->manifest, &mc, &list));
+        VR_TRY(audio_list(r, VR_SPLIT_TRAIN, &list));
         s->n = list.n;
         s->nclasses = list.nclasses;
         vr_audio_list_free(&list);
         VR_TRY(audio_shapes(s, r));
         snprintf(what, what_len, "%d clips of %d classes (%s), %g s at %d Hz -> %g s crops: "
-                 "waveform 1x%d and log-mel %dx%d", s->n, s->nclasses, r->manifest,
+                 "waveform 1x%d and log-mel %dx%d", s->n, s->nclasses, r->manifest[0] ? r->manifest : r->train_folder,
                  (double)r->clip_seconds, r->rate_hz, (double)r->crop_seconds, s->in_w[0], s->in_h[1],
                  s->in_w[1]);
         return VR_OK;
