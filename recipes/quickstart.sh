@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart: VICReg on Fashion-MNIST in about five minutes on two CPU cores.
+# Quickstart: VICReg on Fashion-MNIST in about 12 minutes on two idle CPU cores.
 #
 # Installs what is missing (.ci/deps, as root or through sudo), builds a release build in
 # build/, measures the k-NN accuracy of an untrained encoder, trains one with
