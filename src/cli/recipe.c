@@ -86,6 +86,8 @@ static const key_def keys[] = {
     NUM("views", "std", K_FLOAT, views.std, 1e-6, 10, "normalisation std of [0, 1] pixels"),
 
     NUM("audio_views", "crop_seconds", K_FLOAT, crop_seconds, 1e-3, 3600, "random crop seen by both branches"),
+    NUM("audio_views", "independent", K_BOOL, independent_views, 0, 1,
+        "each branch its own crop, gain, noise; false: one view both see"),
     NUM("audio_views", "gain_db_min", K_FLOAT, audio_views.gain_db_min, -120, 120, "gain range, dB"),
     NUM("audio_views", "gain_db_max", K_FLOAT, audio_views.gain_db_max, -120, 120, "gain range, dB"),
     NUM("audio_views", "noise_p", K_FLOAT, audio_views.noise_p, 0, 1, "white noise probability"),

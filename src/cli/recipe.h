@@ -49,6 +49,7 @@ typedef struct vr_recipe {
     /* [audio_views] */
     vr_audio_views_config audio_views;
     float crop_seconds;
+    int independent_views;       /* 1: each branch draws its own crop, gain and noise */
     /* [spectrogram] */
     vr_spectrogram_config spec;
     /* [model]: the image branch, or the spectrogram branch of an audio recipe */

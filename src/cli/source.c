@@ -133,6 +133,7 @@ void vr_source_free(vr_source *s)
     vr_audio_dataset_free(&s->audio);
     if (s->sp) vr_spectrogram_destroy(s->sp);
     vr_free(s->labels);
+    vr_free(s->wave2);
     memset(s, 0, sizeof *s);
 }
 
@@ -145,7 +146,16 @@ vr_status vr_source_views(vr_source *s, const vr_recipe *r, const int *index, in
     int64_t crop = s->in_w[0];
     VR_TRY(vr_audio_views_batch(&r->audio_views, s->audio.clips, s->audio.clip_samples, index, n, seed,
                                 first, r->threads, out[0]));
-    VR_TRY(vr_spectrogram_mel_batch(s->sp, out[0], n, crop, r->threads, out[1]));
+    const float *spec_wave = out[0];
+    if (r->independent_views) {
+        if (!s->wave2 && !(s->wave2 = vr_alloc((size_t)r->batch * crop * sizeof(float))))
+            return vr_fail(VR_ERR_NOMEM, "data", "cannot hold the spectrogram branch's views");
+        /* the golden-ratio constant moves the seed to streams no other draw uses */
+        VR_TRY(vr_audio_views_batch(&r->audio_views, s->audio.clips, s->audio.clip_samples, index, n,
+                                    seed ^ 0x9e3779b97f4a7c15ull, first, r->threads, s->wave2));
+        spec_wave = s->wave2;
+    }
+    VR_TRY(vr_spectrogram_mel_batch(s->sp, spec_wave, n, crop, r->threads, out[1]));
     return vr_spec_masks_batch(&r->audio_views, out[1], s->in_h[1], s->in_w[1], n, seed, first, r->threads);
 }
 

@@ -2,8 +2,9 @@
  * training step and the plain inputs of an evaluation. Two kinds:
  *
  *   idx    grayscale images; one shared branch fed (2N,1,S,S), view 1 of every sample first
- *   audio  labelled clips; branch 0 is fed the waveform views (N,1,L) and branch 1 their
- *          log-mel spectrograms (N,1,M,T) (the same audio, then masked)
+ *   audio  labelled clips; branch 0 is fed the waveform views (N,1,L) and branch 1 log-mel
+ *          spectrograms (N,1,M,T), then masked, of the same views or, with [audio_views]
+ *          independent, of views drawn on their own (another seed: crop, gain, noise)
  *
  * Evaluation inputs are deterministic: the whole image resized to S x S, or the clip's centre
  * crop of the training crop length and its unmasked spectrogram. */
@@ -28,6 +29,7 @@ typedef struct vr_source {
     vr_gray_dataset gray;
     vr_audio_dataset audio;
     vr_spectrogram *sp;
+    float *wave2;                       /* (N, L) the spectrogram branch's own views, when independent */
 } vr_source;
 
 /* Opens split of r's data (limit > 0: its first `limit` samples) and reads it into memory.
