@@ -31,16 +31,6 @@ static void *alloc_z(size_t bytes)
     return p;
 }
 
-static vr_safetensors *open_fixture(const char *file)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", VR_FIXTURE_DIR, file);
-    vr_safetensors *st = NULL;
-    vr_status s = vr_st_open(path, &st);
-    if (s) fprintf(stderr, "\n  %s\n", vr_last_error());
-    return st;
-}
-
 /* A fixture tensor of `count` elements of dtype t into a fresh buffer. */
 static void *read_fixture(const vr_safetensors *st, const char *name, vr_dtype t, size_t count)
 {
@@ -134,7 +124,7 @@ static void test_probe_xent_stable(void)
 static void test_probe_adam_fixture(void)
 {
     enum { NT = 200, NQ = 100, D = 16, C = 5 };
-    vr_safetensors *st = open_fixture("probe.safetensors");
+    vr_safetensors *st = tu_open_fixture("probe.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     float *xtr = read_fixture(st, "train.x", VR_DTYPE_F32, NT * D);
     float *xte = read_fixture(st, "test.x", VR_DTYPE_F32, NQ * D);
@@ -631,7 +621,7 @@ static void test_retrieval_threads(void)
 static void test_retrieval_fixture(void)
 {
     enum { N = 80, M = 100, D = 16 };
-    vr_safetensors *st = open_fixture("retrieval.safetensors");
+    vr_safetensors *st = tu_open_fixture("retrieval.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     float *x = read_fixture(st, "label.x", VR_DTYPE_F32, N * D);
     int *y = read_fixture(st, "label.y", VR_DTYPE_I32, N);

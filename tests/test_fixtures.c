@@ -11,16 +11,6 @@
 #define RTOL 1e-4
 #define ATOL_SCALE 1e-5
 
-static vr_safetensors *open_fixture(const char *file)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", VR_FIXTURE_DIR, file);
-    vr_safetensors *st = NULL;
-    vr_status s = vr_st_open(path, &st);
-    if (s) fprintf(stderr, "\n  %s\n", vr_last_error());
-    return st;
-}
-
 static cJSON *case_config(const vr_safetensors *st, const char *key)
 {
     const char *text = vr_st_metadata(st, key);
@@ -91,7 +81,7 @@ static vr_backend *backend(void)
 
 static void test_conv(void)
 {
-    vr_safetensors *st = open_fixture("conv.safetensors");
+    vr_safetensors *st = tu_open_fixture("conv.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     int count = meta_int(st, "count");
@@ -136,7 +126,7 @@ static void test_conv(void)
 
 static void test_pool(void)
 {
-    vr_safetensors *st = open_fixture("pool.safetensors");
+    vr_safetensors *st = tu_open_fixture("pool.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     int mcount = meta_int(st, "maxpool_count"), acount = meta_int(st, "avgpool_count");
@@ -196,7 +186,7 @@ static void test_pool(void)
 
 static void test_batchnorm(void)
 {
-    vr_safetensors *st = open_fixture("batchnorm.safetensors");
+    vr_safetensors *st = tu_open_fixture("batchnorm.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     int count = meta_int(st, "count");
@@ -249,7 +239,7 @@ static void test_batchnorm(void)
 
 static void test_linear_relu(void)
 {
-    vr_safetensors *st = open_fixture("linear.safetensors");
+    vr_safetensors *st = tu_open_fixture("linear.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     int count = meta_int(st, "count");
@@ -277,7 +267,7 @@ static void test_linear_relu(void)
     }
     vr_st_close(st);
 
-    st = open_fixture("elementwise.safetensors");
+    st = tu_open_fixture("elementwise.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     size_t n = 0;
     float *x = get(st, "relu0", "x", &n), *y = get(st, "relu0", "y", NULL);
@@ -294,7 +284,7 @@ static void test_linear_relu(void)
 
 static void test_vicreg(void)
 {
-    vr_safetensors *st = open_fixture("vicreg.safetensors");
+    vr_safetensors *st = tu_open_fixture("vicreg.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     int count = meta_int(st, "count");
@@ -334,7 +324,7 @@ static void test_vicreg(void)
  * both, as torch applies it to every tensor of a group). */
 static void test_optim(void)
 {
-    vr_safetensors *st = open_fixture("optim.safetensors");
+    vr_safetensors *st = tu_open_fixture("optim.safetensors");
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     vr_backend *be = backend();
     const char *names[] = {"lars", "lars_wd", "lars_zero", "sgd", "adamw"};

@@ -16,6 +16,18 @@
 #define VR_FIXTURE_DIR "tests/fixtures"
 #endif
 
+/* The committed fixture `file` under VR_FIXTURE_DIR, opened; NULL (and the reason printed)
+ * when it cannot be. */
+static inline vr_safetensors *tu_open_fixture(const char *file)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", VR_FIXTURE_DIR, file);
+    vr_safetensors *st = NULL;
+    vr_status s = vr_st_open(path, &st);
+    if (s) fprintf(stderr, "\n  %s\n", vr_last_error());
+    return st;
+}
+
 static inline void tu_fill(float *x, size_t n, vr_rng *r, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++) x[i] = vr_rng_range(r, lo, hi);
