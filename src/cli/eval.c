@@ -79,8 +79,7 @@ int vr_cmd_eval(int argc, char **argv)
     vr_model m;
     if (vr_cli_open_model(&r, &be, &m) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
     vr_source shape;
-    char what[VR_RECIPE_PATH + 200];
-    s = vr_source_peek(&shape, &r, what, sizeof what);
+    s = vr_source_peek(&shape, &r);
     if (s == VR_OK) s = vr_features_plan(&m, &shape, r.eval_batch);
     vr_source_free(&shape);
     if (s == VR_OK) s = checkpoint ? vr_checkpoint_load(checkpoint, &m, NULL, NULL) : vr_model_init(&m, r.seed);

@@ -100,7 +100,19 @@ vr_status vr_source_open(vr_source *s, const vr_recipe *r, vr_split split, int l
     return r->kind == VR_DATA_AUDIO ? open_audio(s, r, split, limit) : open_idx(s, r, split, limit);
 }
 
-vr_status vr_source_peek(vr_source *s, const vr_recipe *r, char *what, size_t what_len)
+void vr_source_describe(const vr_source *s, const vr_recipe *r, char *what, size_t what_len)
+{
+    if (s->kind == VR_DATA_AUDIO)
+        snprintf(what, what_len, "%d clips of %d classes (%s), %g s at %d Hz -> %g s crops: "
+                 "waveform 1x%d and log-mel %dx%d", s->n, s->nclasses, r->manifest[0] ? r->manifest : r->train_folder,
+                 (double)r->clip_seconds, r->rate_hz, (double)r->crop_seconds, s->in_w[0], s->in_h[1],
+                 s->in_w[1]);
+    else
+        snprintf(what, what_len, "%d images %dx%d -> two %dx%d views each", s->n, s->gray.h, s->gray.w,
+                 r->views.size, r->views.size);
+}
+
+vr_status vr_source_peek(vr_source *s, const vr_recipe *r)
 {
     memset(s, 0, sizeof *s);
     s->kind = r->kind;
@@ -110,20 +122,15 @@ vr_status vr_source_peek(vr_source *s, const vr_recipe *r, char *what, size_t wh
         s->n = list.n;
         s->nclasses = list.nclasses;
         vr_audio_list_free(&list);
-        VR_TRY(audio_shapes(s, r));
-        snprintf(what, what_len, "%d clips of %d classes (%s), %g s at %d Hz -> %g s crops: "
-                 "waveform 1x%d and log-mel %dx%d", s->n, s->nclasses, r->manifest[0] ? r->manifest : r->train_folder,
-                 (double)r->clip_seconds, r->rate_hz, (double)r->crop_seconds, s->in_w[0], s->in_h[1],
-                 s->in_w[1]);
-        return VR_OK;
+        return audio_shapes(s, r);
     }
     int64_t dims[3];
     VR_TRY(vr_idx_read_dims(r->train_images, 3, dims));
     s->n = (int)dims[0];
     if (r->train_limit > 0 && r->train_limit < s->n) s->n = r->train_limit;
+    s->gray.h = (int)dims[1];
+    s->gray.w = (int)dims[2];
     idx_shapes(s, r);
-    snprintf(what, what_len, "%d images %lldx%lld -> two %dx%d views each", s->n, (long long)dims[1],
-             (long long)dims[2], r->views.size, r->views.size);
     return VR_OK;
 }
 

@@ -37,9 +37,10 @@ typedef struct vr_source {
  * s->audio.skipped for the caller to report. */
 vr_status vr_source_open(vr_source *s, const vr_recipe *r, vr_split split, int limit);
 /* The training split's sample count, classes and input shapes, without reading any data beyond
- * headers and manifests (the dry run); `what` describes the data in words. Free with
- * vr_source_free. */
-vr_status vr_source_peek(vr_source *s, const vr_recipe *r, char *what, size_t what_len);
+ * headers and manifests (the dry run). Free with vr_source_free. */
+vr_status vr_source_peek(vr_source *s, const vr_recipe *r);
+/* The data in words, for the run's plan. */
+void vr_source_describe(const vr_source *s, const vr_recipe *r, char *what, size_t what_len);
 void vr_source_free(vr_source *s);
 
 /* The views of samples index (N) into out[b] (s->step_floats[b] floats, host), the sample at

@@ -231,7 +231,8 @@ static void print_plan(const run *u, const char *what, FILE *out)
 static int dry_run(run *u)
 {
     char what[VR_RECIPE_PATH + 200];
-    if (vr_source_peek(&u->train, &u->r, what, sizeof what) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    if (vr_source_peek(&u->train, &u->r) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    vr_source_describe(&u->train, &u->r, what, sizeof what);
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     fputs(u->recipe_text, stdout);
     printf("\n; dry run\n");
@@ -477,9 +478,7 @@ static int train(run *u, const train_args *a)
 
     fprintf(stderr, "vicreg train: %s -> %s (data loaded in %.1f s)\n", a->recipe_path, r->run_dir, vr_cli_now() - t_load);
     char what[VR_RECIPE_PATH + 200];
-    vr_source scratch;
-    if (vr_source_peek(&scratch, r, what, sizeof what) != VR_OK) snprintf(what, sizeof what, "%d samples", u->train.n);
-    vr_source_free(&scratch);
+    vr_source_describe(&u->train, r, what, sizeof what);
     print_plan(u, what, stderr);
     if (start) fprintf(stderr, "resuming at step %ld (epoch %ld)\n", start, start / u->steps_per_epoch + 1);
     struct sigaction sa = {.sa_handler = request_stop};
