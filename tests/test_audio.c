@@ -400,6 +400,7 @@ static void check_clip(const vr_audio_dataset *ds, int row, const set_file *f)
 {
     const float *x = ds->clips + (size_t)row * CLIP;
     int64_t n = !strcmp(f->kind, "short") ? CLIP / 2 : CLIP;
+    CU_ASSERT_EQUAL(ds->valid_samples[row], n);
     double atol = !strcmp(f->kind, "ogg") ? 2e-2 : 0.5 / 32768 + 1e-5;
     if (f->amp == 0.0) {
         for (int64_t i = 0; i < CLIP; i++) CU_ASSERT_EQUAL_FATAL(x[i], 0.0f);

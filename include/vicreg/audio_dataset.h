@@ -75,6 +75,7 @@ typedef struct vr_audio_skip {
 
 typedef struct vr_audio_dataset {
     float *clips;         /* (n, clip_samples) mono at rate_hz */
+    int64_t *valid_samples; /* (n) the samples of each clip that came from its file; zeros follow */
     int *labels;          /* (n) */
     char **paths;         /* (n) */
     int n;
