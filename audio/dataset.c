@@ -21,7 +21,6 @@ void vr_audio_dataset_free(vr_audio_dataset *ds)
         free(ds->skipped[i].reason);
     }
     free(ds->clips);
-    free(ds->valid_samples);
     free(ds->labels);
     free(ds->paths);
     free(ds->class_names);
@@ -31,7 +30,7 @@ void vr_audio_dataset_free(vr_audio_dataset *ds)
 
 /* Per-file outcome of the parallel read: NULL for a clip read, else the reader's message. */
 static vr_status read_all(const vr_audio_list *list, const vr_audio_load_config *c, float *clips,
-                          int64_t *valid, char **reasons)
+                          char **reasons)
 {
     size_t len = (size_t)c->clip_samples;
     int nt = c->threads > 0 ? c->threads : omp_get_max_threads();
@@ -48,8 +47,17 @@ static vr_status read_all(const vr_audio_list *list, const vr_audio_load_config 
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < list->n; i++) {
             if (!r) continue;
-            vr_status s = vr_audio_read(r, list->paths[i], c->clip_samples, clips + (size_t)i * len, &valid[i], NULL);
-            if (s == VR_OK) continue;
+            float *x = clips + (size_t)i * len;
+            int64_t valid;
+            vr_status s = vr_audio_read(r, list->paths[i], c->clip_samples, x, &valid, NULL);
+            if (s == VR_OK) {
+                size_t shift = (len - (size_t)valid) / 2; /* a short file centred between zeros */
+                if (shift) {
+                    memmove(x + shift, x, (size_t)valid * sizeof(float));
+                    memset(x, 0, shift * sizeof(float));
+                }
+                continue;
+            }
             /* an allocation failing is the machine's state, not the file's: it stops the load */
             if (s == VR_ERR_NOMEM || !(reasons[i] = strdup(vr_last_error()))) {
 #pragma omp atomic write
@@ -85,7 +93,6 @@ static vr_status keep_read(const vr_audio_list *list, char **reasons, vr_audio_d
         int k = ds->n;
         if (!(ds->paths[k] = strdup(list->paths[i]))) return vr_fail(VR_ERR_NOMEM, "audio", "cannot copy a path");
         if (k != i) memmove(ds->clips + (size_t)k * len, ds->clips + (size_t)i * len, len * sizeof(float));
-        ds->valid_samples[k] = ds->valid_samples[i];
         ds->labels[k] = list->labels[i];
         ds->n++;
     }
@@ -122,12 +129,11 @@ vr_status vr_audio_dataset_load(const vr_audio_list *list, const vr_audio_load_c
     /* not zeroed here: every row is written by its reader, and the threads' first touch of
      * the pages is spread over them */
     ds->clips = malloc((size_t)list->n * len * sizeof(float));
-    ds->valid_samples = malloc((size_t)list->n * sizeof *ds->valid_samples);
     char **reasons = calloc((size_t)list->n, sizeof *reasons);
-    vr_status s = ds->clips && ds->valid_samples && reasons
+    vr_status s = ds->clips && reasons
                       ? VR_OK
                       : vr_fail(VR_ERR_NOMEM, "audio", "cannot hold %d clips of %zu samples", list->n, len);
-    if (s == VR_OK) s = read_all(list, c, ds->clips, ds->valid_samples, reasons);
+    if (s == VR_OK) s = read_all(list, c, ds->clips, reasons);
     if (s == VR_OK) s = keep_read(list, reasons, ds);
     if (s == VR_OK) s = copy_classes(list, ds);
     for (int i = 0; reasons && i < list->n; i++) free(reasons[i]);

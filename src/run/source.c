@@ -171,15 +171,9 @@ vr_status vr_source_eval_inputs(vr_source *s, const vr_recipe *r, int i0, int n,
     if (s->kind == VR_DATA_IDX)
         return vr_gray_center_batch(&r->views, s->gray.images + (size_t)i0 * s->gray.h * s->gray.w,
                                     s->gray.h, s->gray.w, n, r->threads, out[0]);
-    int64_t crop = s->in_w[0], clip = s->audio.clip_samples;
-    for (int i = 0; i < n; i++) {
-        /* the crop centred on the audio the file held, not on the padding after it: a clip
-         * as long as the crop is evaluated whole */
-        int64_t valid = s->audio.valid_samples[i0 + i], offset = (valid - crop) / 2;
-        if (offset > (clip - crop) / 2) offset = (clip - crop) / 2;
-        if (offset < 0) offset = 0;
+    int64_t crop = s->in_w[0], clip = s->audio.clip_samples, offset = (clip - crop) / 2;
+    for (int i = 0; i < n; i++)
         memcpy(out[0] + (size_t)i * crop, s->audio.clips + (size_t)(i0 + i) * clip + offset,
                (size_t)crop * sizeof(float));
-    }
     return vr_spectrogram_mel_batch(s->sp, out[0], n, crop, r->threads, out[1]);
 }

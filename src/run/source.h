@@ -6,9 +6,8 @@
  *          spectrograms (N,1,M,T), then masked, of the same views or, with [audio_views]
  *          independent, of views drawn on their own (another seed: crop, gain, noise)
  *
- * Evaluation inputs are deterministic: the whole image resized to S x S, or the crop of the
- * training crop length centred on the audio the clip's file held (a file as long as the crop
- * is seen whole, not shifted into its padding) and its unmasked spectrogram. */
+ * Evaluation inputs are deterministic: the whole image resized to S x S, or the clip's centre
+ * crop of the training crop length and its unmasked spectrogram. */
 #ifndef VR_CLI_SOURCE_H
 #define VR_CLI_SOURCE_H
 
