@@ -1,0 +1,491 @@
+/* The embedding API (include/vicreg/embed.h) against the PyTorch reference of
+ * tests/reference/make_embed_fixtures.py: a small audio checkpoint made in PyTorch, four
+ * signals (one short and padded, a stereo one at 22.05 kHz, a long one of several windows, a
+ * three-channel one at 8 kHz) and their rows for both branches, both outputs, per window and
+ * pooled, raw and normalised, and the log-mel baseline; from PCM and from files. Also: two
+ * threads with a handle each give the serial rows bit for bit; the seeded initialisation equals
+ * the whole model's vr_model_init; the row count that vr_embedder_rows promises is the one
+ * written; each bad input fails with its status and names its object.
+ *
+ * Tolerance of every comparison with PyTorch: |got - ref| <= 1e-4 + 1e-4 * |ref| (measured at
+ * most 4.8e-5 on the spectrogram branch, whose float32 log-mel input the network amplifies, and
+ * 4.1e-6 on the waveform branch). */
+#include <ftw.h>
+#include <pthread.h>
+#include <sndfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "recipe.h"
+#include "testutil.h"
+#include "vicreg/checkpoint.h"
+#include "vicreg/embed.h"
+
+#define ATOL 1e-4
+#define RTOL 1e-4
+#define NSIG 4
+
+static const char *const SIGNALS[NSIG] = {"short", "stereo", "long", "three"};
+static char dir[64];
+static char ckpt[512];
+static vr_safetensors *ref;
+
+static const char *tmp(const char *name)
+{
+    static char buf[8][300];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* A signal of the fixture: its PCM (frames, channels) and rate. */
+typedef struct signal {
+    const float *pcm;
+    int64_t frames;
+    int channels, rate;
+} signal;
+
+static signal get_signal(const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s.pcm", name);
+    const vr_st_entry *e = vr_st_find(ref, key);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    snprintf(key, sizeof key, "%s.rate", name);
+    const char *rate = vr_st_metadata(ref, key);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rate);
+    return (signal){vr_st_data(ref, e), e->shape[0], (int)e->shape[1], atoi(rate)};
+}
+
+/* The reference rows `key` (rows, dim). */
+static const float *get_rows(const char *key, int64_t *rows, int *dim)
+{
+    const vr_st_entry *e = vr_st_find(ref, key);
+    if (!e) fprintf(stderr, "\n  no reference '%s'\n", key);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    *rows = e->shape[0];
+    *dim = (int)e->shape[1];
+    return vr_st_data(ref, e);
+}
+
+static vr_embedder_config config(const char *branch, vr_embed_output output, int normalize, int pool,
+                                 double hop_seconds)
+{
+    vr_embedder_config c = vr_embedder_defaults();
+    c.branch = branch;
+    c.output = output;
+    c.normalize = normalize;
+    c.pool = pool;
+    c.hop_seconds = hop_seconds;
+    c.batch = 4; /* nine windows take three passes, the last one partial */
+    return c;
+}
+
+/* The fixture key of a configuration: SIG[.hopw].BRANCH.OUT[.pool][.norm] or SIG.logmel[.pool]. */
+static void ref_key(char *key, size_t len, const char *sig, const vr_embedder_config *c)
+{
+    if (!strcmp(c->branch, "logmel"))
+        snprintf(key, len, "%s.logmel%s", sig, c->pool ? ".pool" : "");
+    else
+        snprintf(key, len, "%s.%s.%s%s%s", sig, c->branch, c->output == VR_EMBED_EMBEDDING ? "embedding" : "repr",
+                 c->pool ? ".pool" : "", c->normalize ? ".norm" : "");
+}
+
+/* Embeds fixture signal `sig` as c says and compares rows and starts with the reference. */
+static void check_pcm(const char *sig, const char *ref_sig, const vr_embedder_config *c)
+{
+    vr_embedder *e;
+    TU_OK(vr_embedder_open(ckpt, c, &e));
+    signal s = get_signal(sig);
+    char key[128];
+    ref_key(key, sizeof key, ref_sig, c);
+    int64_t nref;
+    int dim;
+    const float *want = get_rows(key, &nref, &dim);
+    CU_ASSERT_EQUAL(vr_embedder_dim(e), dim);
+    int64_t rows = vr_embedder_rows(e, s.frames, s.rate);
+    CU_ASSERT_EQUAL_FATAL(rows, nref);
+    float *out = malloc((size_t)rows * dim * sizeof(float));
+    double *starts = malloc((size_t)rows * sizeof(double));
+    TU_OK(vr_embedder_embed_pcm(e, s.pcm, s.frames, s.channels, s.rate, out, rows, starts));
+    CU_ASSERT(tu_close(out, want, (size_t)(rows * dim), ATOL, RTOL, key));
+    snprintf(key, sizeof key, "%s.starts", ref_sig);
+    const vr_st_entry *st = vr_st_find(ref, key);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    const double *want_starts = vr_st_data(ref, st);
+    for (int64_t i = 0; i < rows; i++) CU_ASSERT_DOUBLE_EQUAL(starts[i], c->pool ? 0.0 : want_starts[i], 1e-12);
+    free(out);
+    free(starts);
+    vr_embedder_close(e);
+}
+
+/* Every signal, both branches and outputs, per window and pooled, raw and normalised; the
+ * log-mel baseline; the long signal at the default hop too. */
+static void test_parity_pcm(void)
+{
+    static const char *const branches[] = {"wave", "spec"};
+    for (int i = 0; i < NSIG; i++)
+        for (int b = 0; b < 2; b++)
+            for (int o = 0; o < 2; o++)
+                for (int norm = 0; norm < 2; norm++)
+                    for (int pool = 0; pool < 2; pool++) {
+                        vr_embedder_config c = config(branches[b], (vr_embed_output)o, norm, pool, 0.1);
+                        check_pcm(SIGNALS[i], SIGNALS[i], &c);
+                    }
+    for (int i = 0; i < NSIG; i++)
+        for (int pool = 0; pool < 2; pool++) {
+            vr_embedder_config c = config("logmel", VR_EMBED_REPR, 0, pool, 0.1);
+            check_pcm(SIGNALS[i], SIGNALS[i], &c);
+        }
+    vr_embedder_config c = config("spec", VR_EMBED_EMBEDDING, 0, 0, 0.0);
+    check_pcm("long", "long.hopw", &c);
+    c = config("wave", VR_EMBED_REPR, 1, 1, 0.0);
+    check_pcm("long", "long.hopw", &c);
+}
+
+/* Writes a fixture signal as a float WAV file. */
+static const char *write_signal(const char *sig)
+{
+    signal s = get_signal(sig);
+    char name[64];
+    snprintf(name, sizeof name, "%s.wav", sig);
+    const char *path = tmp(name);
+    SF_INFO info = {.samplerate = s.rate, .channels = s.channels, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(sf_writef_float(f, s.pcm, s.frames), s.frames);
+    sf_close(f);
+    return path;
+}
+
+/* The same rows from files of the same samples, one handle reused over all of them; the
+ * duration is the file's. */
+static void test_parity_file(void)
+{
+    vr_embedder_config cs[2] = {config("wave", VR_EMBED_REPR, 0, 0, 0.1),
+                                config("spec", VR_EMBED_EMBEDDING, 1, 1, 0.1)};
+    for (int k = 0; k < 2; k++) {
+        vr_embedder *e;
+        TU_OK(vr_embedder_open(ckpt, &cs[k], &e));
+        for (int i = 0; i < NSIG; i++) {
+            const char *path = write_signal(SIGNALS[i]);
+            signal s = get_signal(SIGNALS[i]);
+            const float *rows;
+            const double *starts;
+            int64_t n;
+            double seconds;
+            TU_OK(vr_embedder_embed_file(e, path, &rows, &n, &starts, &seconds));
+            char key[128];
+            ref_key(key, sizeof key, SIGNALS[i], &cs[k]);
+            int64_t nref;
+            int dim;
+            const float *want = get_rows(key, &nref, &dim);
+            CU_ASSERT_EQUAL_FATAL(n, nref);
+            CU_ASSERT(tu_close(rows, want, (size_t)(n * dim), ATOL, RTOL, key));
+            CU_ASSERT_DOUBLE_EQUAL(seconds, (double)s.frames / s.rate, 1e-12);
+            snprintf(key, sizeof key, "%s.starts", SIGNALS[i]);
+            const double *want_starts = vr_st_data(ref, vr_st_find(ref, key));
+            for (int64_t r = 0; r < n; r++)
+                CU_ASSERT_DOUBLE_EQUAL(starts[r], cs[k].pool ? 0.0 : want_starts[r], 1e-12);
+        }
+        vr_embedder_close(e);
+    }
+}
+
+/* One thread's work: every signal embedded with its own handle, rows into out. */
+typedef struct job {
+    vr_embedder_config c;
+    float *out[NSIG];
+    vr_status status;
+} job;
+
+static void *run_job(void *arg)
+{
+    job *j = arg;
+    vr_embedder *e;
+    j->status = vr_embedder_open(ckpt, &j->c, &e);
+    for (int round = 0; round < 3 && j->status == VR_OK; round++)
+        for (int i = 0; i < NSIG && j->status == VR_OK; i++) {
+            signal s = get_signal(SIGNALS[i]);
+            int64_t rows = vr_embedder_rows(e, s.frames, s.rate);
+            j->status = vr_embedder_embed_pcm(e, s.pcm, s.frames, s.channels, s.rate, j->out[i], rows, NULL);
+        }
+    if (j->status == VR_OK) vr_embedder_close(e);
+    return NULL;
+}
+
+/* Two threads with a handle each (the two branches, each run three times over every signal)
+ * give exactly the rows that the same handles give one after the other. */
+static void test_threads(void)
+{
+    job serial[2], parallel[2];
+    const char *branches[2] = {"wave", "spec"};
+    for (int k = 0; k < 2; k++) {
+        vr_embedder_config c = config(branches[k], VR_EMBED_EMBEDDING, 1, 0, 0.1);
+        serial[k].c = parallel[k].c = c;
+        for (int i = 0; i < NSIG; i++) {
+            serial[k].out[i] = calloc(16 * 32, sizeof(float));
+            parallel[k].out[i] = calloc(16 * 32, sizeof(float));
+        }
+        run_job(&serial[k]);
+        CU_ASSERT_EQUAL_FATAL(serial[k].status, VR_OK);
+    }
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL_FATAL(pthread_create(&t[k], NULL, run_job, &parallel[k]), 0);
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(parallel[k].status, VR_OK);
+        for (int i = 0; i < NSIG; i++) {
+            CU_ASSERT(tu_close(parallel[k].out[i], serial[k].out[i], 16 * 32, 0.0, 0.0, branches[k]));
+            free(serial[k].out[i]);
+            free(parallel[k].out[i]);
+        }
+    }
+}
+
+/* Copies every tensor of the fixture checkpoint to path with the given recipe text (NULL:
+ * none). */
+static void write_checkpoint(const char *path, const char *recipe)
+{
+    vr_safetensors *st;
+    TU_OK(vr_st_open(ckpt, &st));
+    vr_st_writer *w;
+    TU_OK(vr_st_writer_new(&w));
+    for (int i = 0; i < vr_st_count(st); i++) {
+        const vr_st_entry *e = vr_st_entry_at(st, i);
+        TU_OK(vr_st_add(w, e->name, e->dtype, e->ndim, e->shape, vr_st_data(st, e)));
+    }
+    if (recipe) TU_OK(vr_st_add_metadata(w, "recipe", recipe));
+    TU_OK(vr_st_write(w, path));
+    vr_st_writer_free(w);
+    vr_st_close(st);
+}
+
+/* The fixture's recipe text, malloc'd. */
+static char *fixture_recipe(void)
+{
+    vr_safetensors *st;
+    TU_OK(vr_st_open(ckpt, &st));
+    char *text = strdup(vr_st_metadata(st, "recipe"));
+    vr_st_close(st);
+    return text;
+}
+
+/* random_init: the whole model of the recipe initialised by vr_model_init from the recipe's
+ * seed and saved as a checkpoint gives exactly (atol 0) the rows of a random_init handle on
+ * the trained checkpoint, for both branches; those rows differ from the trained ones. */
+static void test_random_init(void)
+{
+    char *text = fixture_recipe();
+    vr_recipe r;
+    TU_OK(vr_recipe_load_text(&r, text, "fixture recipe", NULL, 0));
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    int nb = vr_recipe_branches(&r, bc);
+    vr_backend *be;
+    TU_OK(vr_cpu_backend_create(1, &be));
+    vr_model m;
+    TU_OK(vr_model_create(&m, be, nb, bc));
+    TU_OK(vr_model_init(&m, r.seed));
+    const char *fresh = tmp("fresh.safetensors");
+    TU_OK(vr_checkpoint_save(fresh, &m, NULL, NULL, text));
+    vr_model_free(&m);
+    vr_backend_destroy(be);
+    free(text);
+
+    signal s = get_signal("stereo");
+    const char *branches[2] = {"wave", "spec"};
+    for (int k = 0; k < 2; k++) {
+        vr_embedder_config c = config(branches[k], VR_EMBED_EMBEDDING, 0, 0, 0.1);
+        vr_embedder *trained, *random, *saved;
+        TU_OK(vr_embedder_open(ckpt, &c, &trained));
+        TU_OK(vr_embedder_open(fresh, &c, &saved));
+        c.random_init = 1;
+        TU_OK(vr_embedder_open(ckpt, &c, &random));
+        int64_t rows = vr_embedder_rows(trained, s.frames, s.rate);
+        size_t count = (size_t)rows * vr_embedder_dim(trained);
+        float *a = malloc(count * sizeof(float)), *b = malloc(count * sizeof(float)), *t = malloc(count * sizeof(float));
+        TU_OK(vr_embedder_embed_pcm(random, s.pcm, s.frames, s.channels, s.rate, a, rows, NULL));
+        TU_OK(vr_embedder_embed_pcm(saved, s.pcm, s.frames, s.channels, s.rate, b, rows, NULL));
+        TU_OK(vr_embedder_embed_pcm(trained, s.pcm, s.frames, s.channels, s.rate, t, rows, NULL));
+        CU_ASSERT(tu_close(a, b, count, 0.0, 0.0, "random_init against vr_model_init"));
+        double diff = 0;
+        for (size_t i = 0; i < count; i++) diff = fmax(diff, fabs((double)a[i] - t[i]));
+        CU_ASSERT(diff > 1e-2);
+        free(a);
+        free(b);
+        free(t);
+        vr_embedder_close(trained);
+        vr_embedder_close(random);
+        vr_embedder_close(saved);
+    }
+}
+
+/* The rows vr_embedder_rows promises are the rows written (no fewer: the rest of the buffer
+ * keeps its NaN fill; no more: that would fail with VR_ERR_ARG), over lengths around window
+ * boundaries at several rates, and with one row fewer the call fails. */
+static void test_rows(void)
+{
+    static const int rates[] = {16000, 22050, 44100, 8000, 48000, 11025};
+    static const int64_t seconds_x1000[] = {1, 100, 249, 250, 251, 349, 350, 351, 1000, 1051, 2337};
+    vr_embedder_config c = config("wave", VR_EMBED_REPR, 0, 0, 0.1);
+    vr_embedder *e;
+    TU_OK(vr_embedder_open(ckpt, &c, &e));
+    CU_ASSERT_EQUAL(vr_embedder_rate_hz(e), 16000);
+    CU_ASSERT_EQUAL(vr_embedder_window_samples(e), 4000);
+    CU_ASSERT_EQUAL(vr_embedder_hop_samples(e), 1600);
+    int dim = vr_embedder_dim(e);
+    float *pcm = calloc(48000 * 3, sizeof(float)), *out = malloc(64 * (size_t)dim * sizeof(float));
+    for (int i = 0; i < 48000 * 3; i++) pcm[i] = 0.2f * (float)sin(0.01 * i);
+    for (size_t ri = 0; ri < sizeof rates / sizeof rates[0]; ri++)
+        for (size_t li = 0; li < sizeof seconds_x1000 / sizeof seconds_x1000[0]; li++)
+            for (int64_t delta = -1; delta <= 1; delta++) {
+                int64_t frames = seconds_x1000[li] * rates[ri] / 1000 + delta;
+                if (frames < 1) continue;
+                int64_t rows = vr_embedder_rows(e, frames, rates[ri]);
+                CU_ASSERT_FATAL(rows >= 1 && rows < 64);
+                for (int64_t i = 0; i < 64 * dim; i++) out[i] = NAN;
+                TU_OK(vr_embedder_embed_pcm(e, pcm, frames, 1, rates[ri], out, rows, NULL));
+                int written = 1;
+                for (int64_t i = 0; i < rows * dim; i++) written &= !isnan(out[i]);
+                CU_ASSERT(written);
+                CU_ASSERT(isnan(out[rows * dim]));
+                if (rows > 1) {
+                    CU_ASSERT_EQUAL(vr_embedder_embed_pcm(e, pcm, frames, 1, rates[ri], out, rows - 1, NULL), VR_ERR_ARG);
+                }
+            }
+    free(pcm);
+    free(out);
+    vr_embedder_close(e);
+}
+
+/* 1 when the last message contains both words. */
+static int says(const char *a, const char *b)
+{
+    const char *msg = vr_last_error();
+    int ok = strstr(msg, a) && strstr(msg, b);
+    if (!ok) fprintf(stderr, "\n  message '%s' should say '%s' and '%s'\n", msg, a, b);
+    return ok;
+}
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+/* Each bad checkpoint, configuration, file and buffer fails with its status and names it. */
+static void test_bad_inputs(void)
+{
+    vr_embedder_config c = config("wave", VR_EMBED_REPR, 0, 0, 0.0);
+    vr_embedder *e = (vr_embedder *)1;
+    const char *missing = tmp("missing.safetensors");
+    CU_ASSERT_EQUAL(vr_embedder_open(missing, &c, &e), VR_ERR_IO);
+    CU_ASSERT(says(missing, "cannot open"));
+    CU_ASSERT_PTR_NULL(e);
+
+    const char *bare = tmp("no_recipe.safetensors");
+    write_checkpoint(bare, NULL);
+    CU_ASSERT_EQUAL(vr_embedder_open(bare, &c, &e), VR_ERR_NOT_FOUND);
+    CU_ASSERT(says(bare, "holds no recipe"));
+
+    const char *image = tmp("image.safetensors");
+    write_checkpoint(image, "[data]\nkind = idx\n");
+    CU_ASSERT_EQUAL(vr_embedder_open(image, &c, &e), VR_ERR_UNSUPPORTED);
+    CU_ASSERT(says(image, "image recipe"));
+
+    char *text = fixture_recipe();
+    /* the waveform branch's "expander = 16-32-32" emptied */
+    char *with = strdup(text), *exp = strstr(with, "expander = 16-32-32");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(exp);
+    memset(exp + strlen("expander = "), ' ', strlen("16-32-32"));
+    const char *noexp = tmp("no_expander.safetensors");
+    write_checkpoint(noexp, with);
+    c.output = VR_EMBED_EMBEDDING;
+    CU_ASSERT_EQUAL(vr_embedder_open(noexp, &c, &e), VR_ERR_ARG);
+    CU_ASSERT(says(noexp, "no expander"));
+    c.output = VR_EMBED_REPR;
+    TU_OK(vr_embedder_open(noexp, &c, &e)); /* the representation needs no expander */
+    vr_embedder_close(e);
+    free(with);
+    free(text);
+
+    c.branch = "image";
+    CU_ASSERT_EQUAL(vr_embedder_open(ckpt, &c, &e), VR_ERR_ARG);
+    CU_ASSERT(says(ckpt, "unknown branch 'image'"));
+    c.branch = "spec";
+    c.window_seconds = 0.01; /* 160 samples: no spectrogram frame with n_fft 400 */
+    CU_ASSERT_EQUAL(vr_embedder_open(ckpt, &c, &e), VR_ERR_ARG);
+    CU_ASSERT(says(ckpt, "too short"));
+    c.window_seconds = 0.0;
+
+    TU_OK(vr_embedder_open(ckpt, &c, &e));
+    const float *rows;
+    const double *starts;
+    int64_t n;
+    const char *nofile = tmp("nothing_here.wav");
+    CU_ASSERT_EQUAL(vr_embedder_embed_file(e, nofile, &rows, &n, &starts, NULL), VR_ERR_NOT_FOUND);
+    CU_ASSERT(says(nofile, "No such file"));
+    const char *textfile = tmp("words.wav");
+    write_bytes(textfile, "these are words, not audio\n", 27);
+    CU_ASSERT_EQUAL(vr_embedder_embed_file(e, textfile, &rows, &n, &starts, NULL), VR_ERR_UNSUPPORTED);
+    CU_ASSERT(says(textfile, "not an audio format"));
+    const char *corrupt = tmp("corrupt.wav");
+    write_bytes(corrupt, "RIFF\x24\0\0\0WAVEfmt \x10\0\0\0\x07\0", 22);
+    CU_ASSERT_NOT_EQUAL(vr_embedder_embed_file(e, corrupt, &rows, &n, &starts, NULL), VR_OK);
+    CU_ASSERT(says(corrupt, "audio"));
+    const char *unreadable = tmp("locked.wav");
+    write_signal("short");
+    CU_ASSERT_EQUAL(rename(tmp("short.wav"), unreadable), 0);
+    CU_ASSERT_EQUAL(chmod(unreadable, 0), 0);
+    if (geteuid() != 0) { /* root reads any file */
+        CU_ASSERT_EQUAL(vr_embedder_embed_file(e, unreadable, &rows, &n, &starts, NULL), VR_ERR_IO);
+        CU_ASSERT(says(unreadable, "Permission denied"));
+    }
+    CU_ASSERT_EQUAL(vr_embedder_embed_file(e, dir, &rows, &n, &starts, NULL), VR_ERR_IO);
+    CU_ASSERT(says(dir, "directory"));
+    float pcm[8] = {0}, out[64];
+    CU_ASSERT_EQUAL(vr_embedder_embed_pcm(e, pcm, 0, 1, 16000, out, 1, NULL), VR_ERR_ARG);
+    CU_ASSERT(says("(pcm)", "0 frames"));
+    CU_ASSERT_EQUAL(vr_embedder_embed_pcm(e, pcm, 4, 0, 16000, out, 1, NULL), VR_ERR_ARG);
+    CU_ASSERT(says("(pcm)", "0 channels"));
+    CU_ASSERT_EQUAL(vr_embedder_embed_pcm(e, pcm, 4, 1, 0, out, 1, NULL), VR_ERR_ARG);
+    CU_ASSERT(says("(pcm)", "rate 0 Hz"));
+    CU_ASSERT_EQUAL(vr_embedder_embed_pcm(e, pcm, 4, 1, 16000, out, 0, NULL), VR_ERR_ARG);
+    CU_ASSERT(says("(pcm)", "the output holds 0"));
+    CU_ASSERT_EQUAL(vr_embedder_rows(e, 0, 16000), 0);
+    vr_embedder_close(e);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/vr_test_embed_XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    snprintf(ckpt, sizeof ckpt, "%s/embed_ckpt.safetensors", VR_FIXTURE_DIR);
+    ref = tu_open_fixture("embed.safetensors");
+    if (!ref) return 2;
+    static const tu_test tests[] = {
+        {"parity_pcm", test_parity_pcm},
+        {"parity_file", test_parity_file},
+        {"threads", test_threads},
+        {"random_init", test_random_init},
+        {"rows", test_rows},
+        {"bad_inputs", test_bad_inputs},
+        {NULL, NULL},
+    };
+    int rc = tu_main("embed", tests);
+    vr_st_close(ref);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
