@@ -47,8 +47,17 @@ static vr_status read_all(const vr_audio_list *list, const vr_audio_load_config 
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < list->n; i++) {
             if (!r) continue;
-            vr_status s = vr_audio_read(r, list->paths[i], c->clip_samples, clips + (size_t)i * len, NULL, NULL);
-            if (s == VR_OK) continue;
+            float *x = clips + (size_t)i * len;
+            int64_t valid;
+            vr_status s = vr_audio_read(r, list->paths[i], c->clip_samples, x, &valid, NULL);
+            if (s == VR_OK) {
+                size_t shift = (len - (size_t)valid) / 2; /* a short file centred between zeros */
+                if (shift) {
+                    memmove(x + shift, x, (size_t)valid * sizeof(float));
+                    memset(x, 0, shift * sizeof(float));
+                }
+                continue;
+            }
             /* an allocation failing is the machine's state, not the file's: it stops the load */
             if (s == VR_ERR_NOMEM || !(reasons[i] = strdup(vr_last_error()))) {
 #pragma omp atomic write

@@ -10,6 +10,7 @@ void vr_audio_views_default(vr_audio_views_config *c, int64_t crop_samples)
 {
     *c = (vr_audio_views_config){
         .crop_samples = crop_samples,
+        .speed_min = 1.0f, .speed_max = 1.0f,
         .gain_db_min = -6.0f, .gain_db_max = 6.0f,
         .noise_p = 0.5f, .snr_db_min = 15.0f, .snr_db_max = 40.0f,
         .freq_masks = 2, .freq_mask_bins = 8,
@@ -26,6 +27,8 @@ vr_status vr_audio_views_check(const vr_audio_views_config *c)
 {
     const char *what = NULL;
     if (c->crop_samples < 1) what = "crop length (>= 1 sample)";
+    else if (!(c->speed_min >= 0.5f && c->speed_min <= c->speed_max && c->speed_max <= 2.0f))
+        what = "speed range (0.5 <= min <= max <= 2)";
     else if (!db_range(c->gain_db_min, c->gain_db_max)) what = "gain range (-120 <= min <= max <= 120 dB)";
     else if (!(c->noise_p >= 0.0f && c->noise_p <= 1.0f)) what = "noise probability (0..1)";
     else if (!db_range(c->snr_db_min, c->snr_db_max)) what = "SNR range (-120 <= min <= max <= 120 dB)";
@@ -36,11 +39,18 @@ vr_status vr_audio_views_check(const vr_audio_views_config *c)
     return what ? vr_fail(VR_ERR_ARG, "audio views", "bad %s", what) : VR_OK;
 }
 
+int64_t vr_audio_view_span(int64_t crop_samples, float speed)
+{
+    return (int64_t)ceil((double)(crop_samples - 1) * speed) + 1;
+}
+
 void vr_audio_view_draw(vr_rng *r, const vr_audio_views_config *c, int64_t clip_samples,
                         vr_audio_view_params *p)
 {
-    VR_ASSERT(clip_samples >= c->crop_samples && c->crop_samples >= 1);
-    p->offset = (int64_t)vr_rng_below(r, (uint64_t)(clip_samples - c->crop_samples + 1));
+    p->speed = c->speed_min < c->speed_max ? vr_rng_range(r, c->speed_min, c->speed_max) : c->speed_min;
+    int64_t span = vr_audio_view_span(c->crop_samples, p->speed);
+    VR_ASSERT(clip_samples >= span && c->crop_samples >= 1);
+    p->offset = (int64_t)vr_rng_below(r, (uint64_t)(clip_samples - span + 1));
     p->gain_db = vr_rng_range(r, c->gain_db_min, c->gain_db_max);
     p->noisy = vr_rng_uniform(r) < c->noise_p;
     p->snr_db = vr_rng_range(r, c->snr_db_min, c->snr_db_max);
@@ -65,8 +75,18 @@ static void make_view(const vr_audio_views_config *c, const float *clip, int64_t
     int64_t len = c->crop_samples;
     float gain = powf(10.0f, p.gain_db / 20.0f);
     double power = 0.0;
+    const float *x = clip + p.offset;
     for (int64_t t = 0; t < len; t++) {
-        out[t] = gain * clip[p.offset + t];
+        if (p.speed == 1.0f) {
+            out[t] = gain * x[t];
+        } else {
+            /* position t * f of the span; the span's last sample is read with weight 0 at most */
+            double pos = (double)t * p.speed;
+            int64_t k = (int64_t)pos;
+            float w = (float)(pos - (double)k);
+            float a = x[k], b = w > 0.0f ? x[k + 1] : a;
+            out[t] = gain * (a + w * (b - a));
+        }
         power += (double)out[t] * out[t];
     }
     power /= (double)len;
@@ -85,9 +105,9 @@ vr_status vr_audio_views_batch(const vr_audio_views_config *c, const float *clip
                                int64_t first, int threads, float *out)
 {
     VR_TRY(vr_audio_views_check(c));
-    if (n < 1 || clip_samples < c->crop_samples)
-        return vr_fail(VR_ERR_ARG, "audio views", "batch of %d clips of %lld samples, crops of %lld", n,
-                       (long long)clip_samples, (long long)c->crop_samples);
+    if (n < 1 || clip_samples < vr_audio_view_span(c->crop_samples, c->speed_max))
+        return vr_fail(VR_ERR_ARG, "audio views", "batch of %d clips of %lld samples, crops of %lld at speed up to %g",
+                       n, (long long)clip_samples, (long long)c->crop_samples, (double)c->speed_max);
     int nt = threads > 0 ? threads : omp_get_max_threads();
     size_t len = (size_t)c->crop_samples;
 #pragma omp parallel for schedule(static) num_threads(nt)

@@ -442,18 +442,20 @@ static void make_file(const set_file *f)
 }
 
 /* Row `row` of ds against the clip file f must give: its tone (Vorbis within 2e-2, the rest
- * within half a 16-bit step + 1e-5), zeros past a short clip's 0.25 s, all zeros for silence. */
+ * within half a 16-bit step + 1e-5), a short clip's 0.25 s centred between zeros, all zeros
+ * for silence. */
 static void check_clip(const vr_audio_dataset *ds, int row, const set_file *f)
 {
     const float *x = ds->clips + (size_t)row * CLIP;
-    int64_t n = !strcmp(f->kind, "short") ? CLIP / 2 : CLIP;
+    int64_t n = !strcmp(f->kind, "short") ? CLIP / 2 : CLIP, at = (CLIP - n) / 2;
     double atol = !strcmp(f->kind, "ogg") ? 2e-2 : 0.5 / 32768 + 1e-5;
     if (f->amp == 0.0) {
         for (int64_t i = 0; i < CLIP; i++) CU_ASSERT_EQUAL_FATAL(x[i], 0.0f);
         return;
     }
-    CU_ASSERT(matches_tone(x, n, f->amp, atol, f->path));
-    for (int64_t i = n; i < CLIP; i++) CU_ASSERT_EQUAL_FATAL(x[i], 0.0f);
+    CU_ASSERT(matches_tone(x + at, n, f->amp, atol, f->path));
+    for (int64_t i = 0; i < at; i++) CU_ASSERT_EQUAL_FATAL(x[i], 0.0f);
+    for (int64_t i = at + n; i < CLIP; i++) CU_ASSERT_EQUAL_FATAL(x[i], 0.0f);
 }
 
 static int ends_with(const char *s, const char *tail)
@@ -783,6 +785,69 @@ static void test_views_crop_gain(void)
     free(clips);
 }
 
+/* Speed perturbation against the analytic signal: a clip sin(w t) read at speed f is
+ * g sin(w (offset + t f)), up to linear interpolation's error w^2 / 8 (amplitude 1); speeds
+ * cover their range uniformly (mean within 4 standard errors); offsets keep the span inside
+ * the clip and reach both ends; a range of one value draws exactly as without speed. */
+static void test_views_speed(void)
+{
+    const int n = 3000;
+    const int64_t len = 400, crop = 300;
+    const double w = 0.05;
+    float *clip = malloc((size_t)len * sizeof(float));
+    for (int64_t t = 0; t < len; t++) clip[t] = (float)sin(w * (double)t);
+    int *index = calloc(n, sizeof(int));
+    float *out = malloc((size_t)n * crop * sizeof(float));
+    vr_audio_views_config c;
+    vr_audio_views_default(&c, crop);
+    c.noise_p = 0.0f;
+    c.speed_min = 0.9f;
+    c.speed_max = 1.3f;
+    TU_OK(vr_audio_views_batch(&c, clip, len, index, n, 11, 0, 2, out));
+    double sum_speed = 0, worst = 0;
+    int64_t lo = len, hi_end = 0;
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        vr_rng r;
+        vr_rng_seed_stream(&r, 11, (uint64_t)i * 2);
+        vr_audio_view_params p;
+        vr_audio_view_draw(&r, &c, len, &p);
+        int64_t span = vr_audio_view_span(crop, p.speed);
+        ok &= p.speed >= 0.9f && p.speed <= 1.3f && p.offset >= 0 && p.offset + span <= len;
+        lo = p.offset < lo ? p.offset : lo;
+        hi_end = p.offset + span > hi_end ? p.offset + span : hi_end;
+        sum_speed += p.speed;
+        double g = pow(10.0, p.gain_db / 20.0);
+        for (int64_t t = 0; t < crop; t++) {
+            double ref = g * sin(w * ((double)p.offset + (double)t * p.speed));
+            double err = fabs(out[(size_t)i * crop + t] - ref) / g;
+            worst = err > worst ? err : worst;
+        }
+    }
+    CU_ASSERT(ok);
+    CU_ASSERT(worst <= w * w / 8 + 1e-5);
+    CU_ASSERT_EQUAL(lo, 0);
+    CU_ASSERT(hi_end >= len - 1);
+    CU_ASSERT(fabs(sum_speed / n - 1.1) < 4 * 0.4 / sqrt(12.0 * n));
+
+    /* a clip too short for the fastest span is refused; speed 1..1 equals no speed at all */
+    CU_ASSERT_EQUAL(vr_audio_views_batch(&c, clip, 380, index, 1, 11, 0, 1, out), VR_ERR_ARG);
+    float *plain = malloc((size_t)crop * sizeof(float));
+    c.speed_min = c.speed_max = 1.0f;
+    TU_OK(vr_audio_views_batch(&c, clip, len, index, 1, 11, 0, 1, out));
+    vr_audio_views_config d;
+    vr_audio_views_default(&d, crop);
+    d.noise_p = 0.0f;
+    TU_OK(vr_audio_views_batch(&d, clip, len, index, 1, 11, 0, 1, plain));
+    CU_ASSERT(memcmp(out, plain, (size_t)crop * sizeof(float)) == 0);
+    c.speed_min = 0.4f;
+    CU_ASSERT_EQUAL(vr_audio_views_check(&c), VR_ERR_ARG);
+    free(plain);
+    free(out);
+    free(index);
+    free(clip);
+}
+
 /* Noise: drawn with probability 0.5 (observed fraction within 4 standard errors); where drawn,
  * the residual's power over 8000 samples is the crop's power over 10^(snr/10) within 10% (6
  * standard errors of a power estimate), over all noisy views within 1%; the residual is white
@@ -956,6 +1021,7 @@ int main(void)
         {"views_deterministic", test_views_deterministic},
         {"views_crop_gain", test_views_crop_gain},
         {"views_noise", test_views_noise},
+        {"views_speed", test_views_speed},
         {"masks", test_masks},
         {"views_check", test_views_check},
         {NULL, NULL},

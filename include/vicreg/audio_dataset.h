@@ -13,8 +13,9 @@
  *     the distinct values sorted bytewise are the classes. Labels are decided over all rows
  *     before the selection, so a train and a test selection of one manifest agree.
  *
- * Loading reads every listed file with vr_audio_read (mixed to mono, resampled, cropped or
- * zero padded to the clip length), optionally on several OpenMP threads. A file that cannot be
+ * Loading reads every listed file with vr_audio_read (mixed to mono, resampled, cropped to its
+ * first clip length), a shorter file centred between zeros, so that random crops shift its
+ * audio both ways and the centre crop of evaluation sees it whole; optionally on several OpenMP threads. A file that cannot be
  * used (missing, unreadable, unsupported, corrupt, no frames) is skipped: the set keeps its
  * path and the reader's message for the caller to report, and loading goes on. Silent and
  * short clips are kept (short ones padded). */

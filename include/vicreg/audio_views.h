@@ -1,7 +1,12 @@
 /* The views of the audio joint-embedding job. Both branches see the SAME audio: per sample one
  * waveform view is made from the stored clip,
  *
- *   random crop of crop_samples (offset uniform over the clip)
+ *   a speed factor f, uniform in [speed_min, speed_max] (1, 1: off): the crop reads the clip
+ *      at f samples per output sample, linearly interpolated, so f > 1 plays faster and
+ *      higher, shifting pitch, formants and tempo together as speed perturbation in speech
+ *      recognition does (no anti-alias filter: speech carries little energy near Nyquist)
+ *   -> random crop of crop_samples output samples (offset uniform over the positions where
+ *      the f-scaled span of (crop_samples - 1) * f + 1 input samples fits in the clip)
  *   -> gain, uniform in [gain_db_min, gain_db_max] dB
  *   -> with probability noise_p, additive white Gaussian noise whose power is the crop's
  *      power (after the gain) divided by 10^(snr_db / 10), snr_db uniform in
@@ -31,6 +36,7 @@
 
 typedef struct vr_audio_views_config {
     int64_t crop_samples;            /* 16000: 1 s at 16 kHz */
+    float speed_min, speed_max;      /* 1, 1: no speed perturbation */
     float gain_db_min, gain_db_max;  /* -6, 6 */
     float noise_p;                   /* 0.5 */
     float snr_db_min, snr_db_max;    /* 15, 40 */
@@ -45,14 +51,19 @@ vr_status vr_audio_views_check(const vr_audio_views_config *c);
 
 /* What one waveform view drew. */
 typedef struct vr_audio_view_params {
+    float speed;     /* input samples per output sample */
     int64_t offset;  /* first sample of the crop in the clip */
     float gain_db;
     int noisy;       /* 1: noise added */
     float snr_db;    /* drawn whether or not noise is added */
 } vr_audio_view_params;
 
-/* The draws of one waveform view, in their fixed order, from a clip of clip_samples >=
- * crop_samples; the noise samples follow them in the same stream. */
+/* The input samples a crop at speed f spans: (crop_samples - 1) * f + 1, rounded up. */
+int64_t vr_audio_view_span(int64_t crop_samples, float speed);
+
+/* The draws of one waveform view, in their fixed order (the speed only when its range is not
+ * one value, so views without speed perturbation draw as before), from a clip of clip_samples
+ * >= the span of the fastest speed; the noise samples follow them in the same stream. */
 void vr_audio_view_draw(vr_rng *r, const vr_audio_views_config *c, int64_t clip_samples,
                         vr_audio_view_params *p);
 

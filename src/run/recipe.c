@@ -88,6 +88,8 @@ static const key_def keys[] = {
     NUM("audio_views", "crop_seconds", K_FLOAT, crop_seconds, 1e-3, 3600, "random crop seen by both branches"),
     NUM("audio_views", "independent", K_BOOL, independent_views, 0, 1,
         "each branch its own crop, gain, noise; false: one view both see"),
+    NUM("audio_views", "speed_min", K_FLOAT, audio_views.speed_min, 0.5, 2, "speed perturbation range (1: off)"),
+    NUM("audio_views", "speed_max", K_FLOAT, audio_views.speed_max, 0.5, 2, "speed perturbation range (1: off)"),
     NUM("audio_views", "gain_db_min", K_FLOAT, audio_views.gain_db_min, -120, 120, "gain range, dB"),
     NUM("audio_views", "gain_db_max", K_FLOAT, audio_views.gain_db_max, -120, 120, "gain range, dB"),
     NUM("audio_views", "noise_p", K_FLOAT, audio_views.noise_p, 0, 1, "white noise probability"),
@@ -494,6 +496,11 @@ static vr_status finish(vr_recipe *r, const char *name)
                            name, (double)r->crop_seconds, (double)r->clip_seconds);
         r->audio_views.crop_samples = vr_recipe_samples(r, r->crop_seconds);
         if (vr_audio_views_check(&r->audio_views) != VR_OK) return section_error(name, "audio_views");
+        if (vr_audio_view_span(r->audio_views.crop_samples, r->audio_views.speed_max) >
+            vr_recipe_samples(r, r->clip_seconds))
+            return vr_fail(VR_ERR_ARG, "recipe",
+                           "%s: [audio_views] a crop of %g s at speed_max %g reads more than [data] clip_seconds %g",
+                           name, (double)r->crop_seconds, (double)r->audio_views.speed_max, (double)r->clip_seconds);
         r->spec.sample_rate_hz = r->rate_hz;
         if (vr_spectrogram_check(&r->spec) != VR_OK) return section_error(name, "spectrogram");
     }
