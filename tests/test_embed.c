@@ -5,13 +5,18 @@
  * pooled, raw and normalised, and the log-mel baseline; from PCM and from files. Also: two
  * threads with a handle each give the serial rows bit for bit; the seeded initialisation equals
  * the whole model's vr_model_init; the row count that vr_embedder_rows promises is the one
- * written; each bad input fails with its status and names its object.
+ * written; each bad input fails with its status and names its object. And `vicreg embed`
+ * (its path the program's argument) on a class folder of the same signals: the same rows in
+ * the folder's order with their labels and windows, a skipped file, no readable file.
  *
  * Tolerance of every comparison with PyTorch: |got - ref| <= 1e-4 + 1e-4 * |ref| (measured at
  * most 4.8e-5 on the spectrogram branch, whose float32 log-mel input the network amplifies, and
  * 4.1e-6 on the waveform branch). */
+#include <cjson/cJSON.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sndfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,14 +25,16 @@
 #include "testutil.h"
 #include "vicreg/checkpoint.h"
 #include "vicreg/embed.h"
+#include "vicreg/embedding_set.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
-#define NSIG 4
+#define N_SIGNALS 4
 
-static const char *const SIGNALS[NSIG] = {"short", "stereo", "long", "three"};
+static const char *const SIGNALS[N_SIGNALS] = {"short", "stereo", "long", "three"};
 static char dir[64];
 static char ckpt[512];
+static const char *cli; /* the vicreg program */
 static vr_safetensors *ref;
 
 static const char *tmp(const char *name)
@@ -40,13 +47,13 @@ static const char *tmp(const char *name)
 }
 
 /* A signal of the fixture: its PCM (frames, channels) and rate. */
-typedef struct signal {
+typedef struct clip {
     const float *pcm;
     int64_t frames;
     int channels, rate;
-} signal;
+} clip;
 
-static signal get_signal(const char *name)
+static clip get_signal(const char *name)
 {
     char key[64];
     snprintf(key, sizeof key, "%s.pcm", name);
@@ -55,7 +62,7 @@ static signal get_signal(const char *name)
     snprintf(key, sizeof key, "%s.rate", name);
     const char *rate = vr_st_metadata(ref, key);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rate);
-    return (signal){vr_st_data(ref, e), e->shape[0], (int)e->shape[1], atoi(rate)};
+    return (clip){vr_st_data(ref, e), e->shape[0], (int)e->shape[1], atoi(rate)};
 }
 
 /* The reference rows `key` (rows, dim). */
@@ -97,7 +104,7 @@ static void check_pcm(const char *sig, const char *ref_sig, const vr_embedder_co
 {
     vr_embedder *e;
     TU_OK(vr_embedder_open(ckpt, c, &e));
-    signal s = get_signal(sig);
+    clip s = get_signal(sig);
     char key[128];
     ref_key(key, sizeof key, ref_sig, c);
     int64_t nref;
@@ -125,7 +132,7 @@ static void check_pcm(const char *sig, const char *ref_sig, const vr_embedder_co
 static void test_parity_pcm(void)
 {
     static const char *const branches[] = {"wave", "spec"};
-    for (int i = 0; i < NSIG; i++)
+    for (int i = 0; i < N_SIGNALS; i++)
         for (int b = 0; b < 2; b++)
             for (int o = 0; o < 2; o++)
                 for (int norm = 0; norm < 2; norm++)
@@ -133,7 +140,7 @@ static void test_parity_pcm(void)
                         vr_embedder_config c = config(branches[b], (vr_embed_output)o, norm, pool, 0.1);
                         check_pcm(SIGNALS[i], SIGNALS[i], &c);
                     }
-    for (int i = 0; i < NSIG; i++)
+    for (int i = 0; i < N_SIGNALS; i++)
         for (int pool = 0; pool < 2; pool++) {
             vr_embedder_config c = config("logmel", VR_EMBED_REPR, 0, pool, 0.1);
             check_pcm(SIGNALS[i], SIGNALS[i], &c);
@@ -147,7 +154,7 @@ static void test_parity_pcm(void)
 /* Writes a fixture signal as a float WAV file. */
 static const char *write_signal(const char *sig)
 {
-    signal s = get_signal(sig);
+    clip s = get_signal(sig);
     char name[64];
     snprintf(name, sizeof name, "%s.wav", sig);
     const char *path = tmp(name);
@@ -168,9 +175,9 @@ static void test_parity_file(void)
     for (int k = 0; k < 2; k++) {
         vr_embedder *e;
         TU_OK(vr_embedder_open(ckpt, &cs[k], &e));
-        for (int i = 0; i < NSIG; i++) {
+        for (int i = 0; i < N_SIGNALS; i++) {
             const char *path = write_signal(SIGNALS[i]);
-            signal s = get_signal(SIGNALS[i]);
+            clip s = get_signal(SIGNALS[i]);
             const float *rows;
             const double *starts;
             int64_t n;
@@ -196,7 +203,7 @@ static void test_parity_file(void)
 /* One thread's work: every signal embedded with its own handle, rows into out. */
 typedef struct job {
     vr_embedder_config c;
-    float *out[NSIG];
+    float *out[N_SIGNALS];
     vr_status status;
 } job;
 
@@ -206,8 +213,8 @@ static void *run_job(void *arg)
     vr_embedder *e;
     j->status = vr_embedder_open(ckpt, &j->c, &e);
     for (int round = 0; round < 3 && j->status == VR_OK; round++)
-        for (int i = 0; i < NSIG && j->status == VR_OK; i++) {
-            signal s = get_signal(SIGNALS[i]);
+        for (int i = 0; i < N_SIGNALS && j->status == VR_OK; i++) {
+            clip s = get_signal(SIGNALS[i]);
             int64_t rows = vr_embedder_rows(e, s.frames, s.rate);
             j->status = vr_embedder_embed_pcm(e, s.pcm, s.frames, s.channels, s.rate, j->out[i], rows, NULL);
         }
@@ -224,7 +231,7 @@ static void test_threads(void)
     for (int k = 0; k < 2; k++) {
         vr_embedder_config c = config(branches[k], VR_EMBED_EMBEDDING, 1, 0, 0.1);
         serial[k].c = parallel[k].c = c;
-        for (int i = 0; i < NSIG; i++) {
+        for (int i = 0; i < N_SIGNALS; i++) {
             serial[k].out[i] = calloc(16 * 32, sizeof(float));
             parallel[k].out[i] = calloc(16 * 32, sizeof(float));
         }
@@ -236,7 +243,7 @@ static void test_threads(void)
     for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
     for (int k = 0; k < 2; k++) {
         CU_ASSERT_EQUAL(parallel[k].status, VR_OK);
-        for (int i = 0; i < NSIG; i++) {
+        for (int i = 0; i < N_SIGNALS; i++) {
             CU_ASSERT(tu_close(parallel[k].out[i], serial[k].out[i], 16 * 32, 0.0, 0.0, branches[k]));
             free(serial[k].out[i]);
             free(parallel[k].out[i]);
@@ -293,7 +300,7 @@ static void test_random_init(void)
     vr_backend_destroy(be);
     free(text);
 
-    signal s = get_signal("stereo");
+    clip s = get_signal("stereo");
     const char *branches[2] = {"wave", "spec"};
     for (int k = 0; k < 2; k++) {
         vr_embedder_config c = config(branches[k], VR_EMBED_EMBEDDING, 0, 0, 0.1);
@@ -459,14 +466,109 @@ static void test_bad_inputs(void)
     vr_embedder_close(e);
 }
 
+/* Runs the vicreg program with args (NULL-terminated, after "vicreg"); its exit status. */
+static int run_cli(const char *const *args)
+{
+    const char *argv[32] = {cli};
+    int n = 1;
+    while (args[n - 1] && n < 31) argv[n] = args[n - 1], n++;
+    argv[n] = NULL;
+    pid_t pid;
+    extern char **environ;
+    if (posix_spawn(&pid, cli, NULL, NULL, (char *const *)argv, environ) != 0) return -1;
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+/* vicreg embed over a folder of two classes holding the fixture signals (and a text file
+ * named .wav, skipped) equals the API's reference rows per window, file by file in bytewise
+ * order, labelled by class folder; a folder with nothing readable fails. */
+static void test_cli(void)
+{
+    char data[300], sub[320];
+    snprintf(data, sizeof data, "%s", tmp("set"));
+    CU_ASSERT_EQUAL_FATAL(mkdir(data, 0755), 0);
+    /* class "a": long, short; class "b": stereo, three, and a file that is no audio */
+    const char *order[N_SIGNALS] = {"long", "short", "stereo", "three"};
+    const char *label_of[N_SIGNALS] = {"a", "a", "b", "b"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(sub, sizeof sub, "%s/%s", data, k ? "b" : "a");
+        CU_ASSERT_EQUAL_FATAL(mkdir(sub, 0755), 0);
+    }
+    for (int i = 0; i < N_SIGNALS; i++) {
+        const char *written = write_signal(SIGNALS[i]);
+        char to[400];
+        snprintf(to, sizeof to, "%s/%s/%s.wav", data, !strcmp(SIGNALS[i], "short") || !strcmp(SIGNALS[i], "long") ? "a" : "b",
+                 SIGNALS[i]);
+        CU_ASSERT_EQUAL_FATAL(rename(written, to), 0);
+    }
+    char junk[400];
+    snprintf(junk, sizeof junk, "%s/b/zz_notes.wav", data);
+    write_bytes(junk, "not audio\n", 10);
+    const char *out = tmp("set.npy");
+    const char *args[] = {"embed", ckpt, "--branch", "spec", "--output", "embedding", "--pool", "none", "--hop", "0.1",
+                          "--threads", "2", "--batch", "3", data, "-o", out, NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(args), 0);
+    vr_embedding_set set;
+    TU_OK(vr_embedding_set_read(out, 1, &set));
+    int64_t at = 0;
+    for (int i = 0; i < N_SIGNALS; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s.spec.embedding", order[i]);
+        int64_t n;
+        int dim;
+        const float *want = get_rows(key, &n, &dim);
+        CU_ASSERT_EQUAL_FATAL(set.d, dim);
+        CU_ASSERT_FATAL(at + n <= set.n);
+        CU_ASSERT(tu_close(set.x + at * dim, want, (size_t)(n * dim), ATOL, RTOL, key));
+        snprintf(key, sizeof key, "%s.starts", order[i]);
+        const double *starts = vr_st_data(ref, vr_st_find(ref, key));
+        clip s = get_signal(order[i]);
+        double seconds = (double)s.frames / s.rate;
+        for (int64_t r = 0; r < n; r++) {
+            const vr_embedding_row *row = &set.rows[at + r];
+            CU_ASSERT(strstr(row->file, order[i]) != NULL);
+            CU_ASSERT_STRING_EQUAL(row->label, label_of[i]);
+            CU_ASSERT_DOUBLE_EQUAL(row->start_s, starts[r], 1e-6);
+            CU_ASSERT_DOUBLE_EQUAL(row->end_s, n == 1 ? seconds : fmin(starts[r] + 0.25, seconds), 1e-6);
+        }
+        at += n;
+    }
+    CU_ASSERT_EQUAL(at, set.n);
+    cJSON *j = cJSON_Parse(set.meta_json ? set.meta_json : "");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(j, "branch")), "spec");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(j, "output")), "embedding");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(j, "pool")), "none");
+    CU_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "normalize")));
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "window")), 0.25, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "hop")), 0.1, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rate")), 16000, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rows")), (double)set.n, 0);
+    const char *where = cJSON_GetStringValue(cJSON_GetObjectItem(j, "checkpoint"));
+    CU_ASSERT(where && where[0] == '/' && strstr(where, "embed_ckpt.safetensors"));
+    cJSON_Delete(j);
+    vr_embedding_set_free(&set);
+
+    const char *none[] = {"embed", ckpt, "--branch", "wave", junk, "-o", tmp("none.npy"), NULL};
+    CU_ASSERT_EQUAL(run_cli(none), 1);
+    CU_ASSERT_NOT_EQUAL(access(tmp("none.npy"), F_OK), 0);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;
     return remove(path);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_embed PATH/TO/vicreg\n");
+        return 2;
+    }
+    cli = argv[1];
     snprintf(dir, sizeof dir, "/tmp/vr_test_embed_XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
@@ -482,6 +584,7 @@ int main(void)
         {"random_init", test_random_init},
         {"rows", test_rows},
         {"bad_inputs", test_bad_inputs},
+        {"cli", test_cli},
         {NULL, NULL},
     };
     int rc = tu_main("embed", tests);
