@@ -7,7 +7,8 @@
  * the whole model's vr_model_init; the row count that vr_embedder_rows promises is the one
  * written; each bad input fails with its status and names its object. And `vicreg embed`
  * (its path the program's argument) on a class folder of the same signals: the same rows in
- * the folder's order with their labels and windows, a skipped file, no readable file.
+ * the folder's order with their labels and windows, a skipped file, no readable file; and
+ * its image branch against the k-NN path's representations.
  *
  * Tolerance of every comparison with PyTorch: |got - ref| <= 1e-4 + 1e-4 * |ref| (measured at
  * most 4.8e-5 on the spectrogram branch, whose float32 log-mel input the network amplifies, and
@@ -26,6 +27,7 @@
 #include "vicreg/checkpoint.h"
 #include "vicreg/embed.h"
 #include "vicreg/embedding_set.h"
+#include "vicreg/knn.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
@@ -556,6 +558,77 @@ static void test_cli(void)
     CU_ASSERT_NOT_EQUAL(access(tmp("none.npy"), F_OK), 0);
 }
 
+/* An IDX file of unsigned bytes with the given sizes. */
+static void write_idx(const char *path, const uint32_t *dims, int rank, const uint8_t *body, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    uint8_t head[4] = {0, 0, 8, (uint8_t)rank};
+    fwrite(head, 1, 4, f);
+    for (int i = 0; i < rank; i++) {
+        uint8_t be[4] = {(uint8_t)(dims[i] >> 24), (uint8_t)(dims[i] >> 16), (uint8_t)(dims[i] >> 8), (uint8_t)dims[i]};
+        fwrite(be, 1, 4, f);
+    }
+    CU_ASSERT_EQUAL(fwrite(body, 1, len, f), len);
+    fclose(f);
+}
+
+/* vicreg embed --branch image on IDX images of a small image checkpoint (saved here from a
+ * seeded model) gives the representations of vr_represent_gray (the k-NN path: the same
+ * centred input through the encoder in evaluation mode) within 1e-5 + 1e-5*|ref|, one row per
+ * image named IMAGES#index and labelled by the label file. */
+static void test_cli_image(void)
+{
+    const char *text = "[data]\nkind = idx\n[views]\nsize = 16\n[model]\nwidths = 4,8,8,16\nstem_kernel = 3\n"
+                       "stem_stride = 1\nstem_pad = 1\npool_kernel = 0\nexpander = 16-32\n[train]\nseed = 3\n";
+    vr_recipe r;
+    TU_OK(vr_recipe_load_text(&r, text, "image test recipe", NULL, 0));
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    int nb = vr_recipe_branches(&r, bc);
+    vr_backend *be;
+    TU_OK(vr_cpu_backend_create(1, &be));
+    vr_model m;
+    TU_OK(vr_model_create(&m, be, nb, bc));
+    TU_OK(vr_model_init(&m, r.seed));
+    const char *path = tmp("image.safetensors");
+    TU_OK(vr_checkpoint_save(path, &m, NULL, NULL, text));
+
+    enum { N = 7, H = 20, W = 18 };
+    uint8_t images[N * H * W], labels[N];
+    vr_rng rng;
+    vr_rng_seed(&rng, 5);
+    for (int i = 0; i < N * H * W; i++) images[i] = (uint8_t)vr_rng_below(&rng, 256);
+    for (int i = 0; i < N; i++) labels[i] = (uint8_t)(i % 3);
+    const uint32_t idims[3] = {N, H, W}, ldims[1] = {N};
+    const char *img = tmp("images.idx"), *lab = tmp("labels.idx"), *out = tmp("images.npy");
+    write_idx(img, idims, 3, images, sizeof images);
+    write_idx(lab, ldims, 1, labels, sizeof labels);
+    const char *args[] = {"embed", path, "--branch", "image", "--labels", lab, "--batch", "4", img, "-o", out, NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(args), 0);
+
+    int n[1] = {3}, h[1] = {16}, w[1] = {16};
+    TU_OK(vr_model_plan(&m, n, h, w));
+    int dim = m.branch[0].enc.out_dim;
+    float *want = malloc((size_t)N * dim * sizeof(float));
+    TU_OK(vr_represent_gray(&m, 0, &r.views, images, N, H, W, 1, want));
+    vr_embedding_set set;
+    TU_OK(vr_embedding_set_read(out, 1, &set));
+    CU_ASSERT_EQUAL_FATAL(set.n, N);
+    CU_ASSERT_EQUAL_FATAL(set.d, dim);
+    CU_ASSERT(tu_close(set.x, want, (size_t)N * dim, 1e-5, 1e-5, "image representations"));
+    for (int i = 0; i < N; i++) {
+        char name[400], label[8];
+        snprintf(name, sizeof name, "%s#%d", img, i);
+        snprintf(label, sizeof label, "%d", i % 3);
+        CU_ASSERT_STRING_EQUAL(set.rows[i].file, name);
+        CU_ASSERT_STRING_EQUAL(set.rows[i].label, label);
+    }
+    vr_embedding_set_free(&set);
+    free(want);
+    vr_model_free(&m);
+    vr_backend_destroy(be);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;
@@ -585,6 +658,7 @@ int main(int argc, char **argv)
         {"rows", test_rows},
         {"bad_inputs", test_bad_inputs},
         {"cli", test_cli},
+        {"cli_image", test_cli_image},
         {NULL, NULL},
     };
     int rc = tu_main("embed", tests);

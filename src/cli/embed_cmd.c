@@ -406,7 +406,9 @@ static int embed_images(const embed_args *a)
         set.rows[i].label = strdup(label);
         if (!set.rows[i].file || !set.rows[i].label) st = vr_fail(VR_ERR_NOMEM, "embed", "cannot name a row");
     }
-    if (st == VR_OK && !(set.meta_json = settings_json(a, "image", 0, 0, 0, set.d, set.n)))
+    embed_args one_row_each = *a; /* an image is one row: nothing to pool */
+    one_row_each.cfg.pool = 0;
+    if (st == VR_OK && !(set.meta_json = settings_json(&one_row_each, "image", 0, 0, 0, set.d, set.n)))
         st = vr_fail(VR_ERR_NOMEM, "embed", "cannot write the settings");
     if (st == VR_OK) st = vr_embedding_set_write(a->out, &set);
     int rc = VR_EXIT_OK;
