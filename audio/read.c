@@ -167,6 +167,20 @@ static void describe(const SF_INFO *in, vr_audio_info *info)
                             .rate_hz = in->samplerate, .container = major.name, .encoding = sub.name};
 }
 
+/* Mixes one chunk of `got` frames (got * channels <= READ_FLOATS) and moves it to s,
+ * through the resampler when converting. */
+static vr_status feed(vr_audio_reader *r, const float *frames, sf_count_t got, int channels, int converting,
+                      sink *s, const char *name)
+{
+    const float *mono = frames;
+    if (channels > 1) {
+        mix(frames, got, channels, r->mono);
+        mono = r->mono;
+    }
+    if (converting) return resample(r, mono, (size_t)got, s, name);
+    return sink_put(s, mono, got, name);
+}
+
 /* Decodes an open file into s: chunks of frames, mixed, resampled, until s is full or the
  * audio ends. */
 static vr_status decode(vr_audio_reader *r, SNDFILE *f, const SF_INFO *in, const char *name, sink *s)
@@ -185,13 +199,7 @@ static vr_status decode(vr_audio_reader *r, SNDFILE *f, const SF_INFO *in, const
                            (long long)total, sf_strerror(f));
         if (got <= 0) break;
         total += got;
-        const float *mono = r->frames;
-        if (in->channels > 1) {
-            mix(r->frames, got, in->channels, r->mono);
-            mono = r->mono;
-        }
-        if (converting) VR_TRY(resample(r, mono, (size_t)got, s, name));
-        else VR_TRY(sink_put(s, mono, got, name));
+        VR_TRY(feed(r, r->frames, got, in->channels, converting, s, name));
     }
     if (total == 0) return vr_fail(VR_ERR_FORMAT, "audio", "%s: no audio frames", name);
     if (converting && !sink_full(s)) VR_TRY(resample(r, NULL, 0, s, name));
@@ -345,6 +353,29 @@ vr_status vr_audio_decode_memory(vr_audio_reader *r, const void *data, size_t si
 {
     sink s = {r->whole, 0, r->whole_cap, r};
     VR_TRY(read_memory(r, data, size, name, &s, info));
+    *samples = s.buf;
+    *n = s.len;
+    return VR_OK;
+}
+
+vr_status vr_audio_convert(vr_audio_reader *r, const float *pcm, int64_t frames, int channels, int rate_hz,
+                           const char *name, const float **samples, int64_t *n)
+{
+    if (!name) name = "(pcm)";
+    if (!pcm || frames < 1 || channels < 1 || channels > VR_AUDIO_MAX_CHANNELS)
+        return vr_fail(VR_ERR_ARG, "audio", "%s: %lld frames of %d channels%s (1.. frames, 1..%d channels)", name,
+                       (long long)frames, channels, pcm ? "" : " without samples", VR_AUDIO_MAX_CHANNELS);
+    if (rate_hz < 1 || rate_hz > VR_AUDIO_MAX_RATE_HZ)
+        return vr_fail(VR_ERR_ARG, "audio", "%s: rate %d Hz (1..%d)", name, rate_hz, VR_AUDIO_MAX_RATE_HZ);
+    int converting = rate_hz != r->rate_hz;
+    if (converting) VR_TRY(resampler_ready(r, rate_hz, name));
+    sink s = {r->whole, 0, r->whole_cap, r};
+    int64_t chunk = READ_FLOATS / channels;
+    for (int64_t done = 0; done < frames; done += chunk) {
+        int64_t got = frames - done < chunk ? frames - done : chunk;
+        VR_TRY(feed(r, pcm + done * channels, (sf_count_t)got, channels, converting, &s, name));
+    }
+    if (converting) VR_TRY(resample(r, NULL, 0, &s, name));
     *samples = s.buf;
     *n = s.len;
     return VR_OK;

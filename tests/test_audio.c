@@ -1,6 +1,7 @@
 /* The audio front end: reading (WAV 8/16/24-bit and float, FLAC, OGG/Vorbis, AIFF; mono,
  * stereo, 6 channels; 8, 16, 22.05, 44.1, 48 and 96 kHz) against the analytic sine it was made
- * from, the resampler's amplitude and frequency, crop and pad, memory input, reader reuse; every
+ * from, the resampler's amplitude and frequency, crop and pad, memory input, reader reuse, PCM
+ * in memory against the same samples read from a file; every
  * bad input named (empty, no frames, text, random bytes, truncated, missing); the folder and
  * CSV data sets (labels, counts, selections, skipped files, manifest errors); the views
  * (determinism over threads, the drawn crop and gain, noise power against the drawn SNR, masks
@@ -281,6 +282,52 @@ static void test_reader_reuse(void)
     vr_audio_reader_free(r);
     free(fresh);
     free(used);
+}
+
+/* PCM in memory: mixed and resampled exactly as the same floats read from a float WAV file
+ * (atol 0, rtol 0), which the file tests above check against the analytic tone; the converted
+ * 44.1 kHz stereo signal is itself the 1 kHz tone within 1e-5 away from the edges. Three
+ * seconds of stereo run through several chunks; a signal at the reader's rate passes through
+ * mixed only. Bad arguments are named. */
+static void test_convert_pcm(void)
+{
+    static const struct { int rate, channels; int64_t frames; } cases[] = {
+        {44100, 2, 3 * 44100}, {22050, 3, 9001}, {RATE, 2, 5000}, {8000, 1, 77},
+    };
+    vr_audio_reader *file_reader, *r;
+    TU_OK(vr_audio_reader_create(RATE, &file_reader));
+    TU_OK(vr_audio_reader_create(RATE, &r));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rate = cases[i].rate, ch = cases[i].channels;
+        int64_t frames = cases[i].frames;
+        float *pcm = malloc((size_t)(frames * ch) * sizeof(float));
+        for (int64_t k = 0; k < frames; k++)
+            for (int c = 0; c < ch; c++) pcm[k * ch + c] = (float)channel_value(TONE_AMP, k, rate, c, ch);
+        char name[64];
+        snprintf(name, sizeof name, "convert_%d_%d.wav", rate, ch);
+        write_audio(tmp(name), SF_FORMAT_WAV | SF_FORMAT_FLOAT, rate, ch, frames, TONE_AMP, 0);
+        const float *want, *got;
+        int64_t nwant, ngot;
+        TU_OK(vr_audio_decode(file_reader, tmp(name), &want, &nwant, NULL));
+        TU_OK(vr_audio_convert(r, pcm, frames, ch, rate, name, &got, &ngot));
+        CU_ASSERT_EQUAL(ngot, nwant);
+        if (ngot == nwant) CU_ASSERT(tu_close(got, want, (size_t)ngot, 0.0, 0.0, name));
+        if (rate == 44100) CU_ASSERT(matches_tone(got, ngot, TONE_AMP, 1e-5, name));
+        free(pcm);
+    }
+    const float *x;
+    int64_t n;
+    float one = 0.5f;
+    CU_ASSERT_EQUAL(vr_audio_convert(r, &one, 0, 1, RATE, "clip-20", &x, &n), VR_ERR_ARG);
+    CU_ASSERT(says("clip-20", "0 frames"));
+    CU_ASSERT_EQUAL(vr_audio_convert(r, &one, 1, 0, RATE, "clip-21", &x, &n), VR_ERR_ARG);
+    CU_ASSERT(says("clip-21", "0 channels"));
+    CU_ASSERT_EQUAL(vr_audio_convert(r, NULL, 1, 1, RATE, "clip-22", &x, &n), VR_ERR_ARG);
+    CU_ASSERT(says("clip-22", "without samples"));
+    CU_ASSERT_EQUAL(vr_audio_convert(r, &one, 1, 1, 0, "clip-23", &x, &n), VR_ERR_ARG);
+    CU_ASSERT(says("clip-23", "rate 0 Hz"));
+    vr_audio_reader_free(r);
+    vr_audio_reader_free(file_reader);
 }
 
 /* Each bad input fails with its status and a message naming the file; a silent clip and a
@@ -965,6 +1012,7 @@ int main(void)
         {"resampler", test_resampler},
         {"crop_pad_memory", test_crop_pad_memory},
         {"reader_reuse", test_reader_reuse},
+        {"convert_pcm", test_convert_pcm},
         {"bad_inputs", test_bad_inputs},
         {"folder_dataset", test_folder_dataset},
         {"esc50_manifest", test_esc50_manifest},

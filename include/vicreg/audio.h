@@ -29,6 +29,8 @@
 #define VR_AUDIO_MAX_SAMPLES ((int64_t)1 << 31)
 /* Reader rates are 1 Hz .. 1 MHz. */
 #define VR_AUDIO_MAX_RATE_HZ 1000000
+/* libsndfile's largest channel count, and so that of PCM handed over in memory. */
+#define VR_AUDIO_MAX_CHANNELS 1024
 
 /* What the source was, before mixing and resampling. */
 typedef struct vr_audio_info {
@@ -64,5 +66,13 @@ vr_status vr_audio_decode(vr_audio_reader *r, const char *path, const float **sa
 vr_status vr_audio_decode_memory(vr_audio_reader *r, const void *data, size_t size,
                                  const char *name, const float **samples, int64_t *n,
                                  vr_audio_info *info);
+
+/* PCM already in memory, mixed and resampled exactly as a file's samples are: pcm (frames,
+ * channels) interleaved at rate_hz -> *samples (n) mono at the reader's rate, pointing into the
+ * reader until its next call. `name` stands for the signal in messages. VR_ERR_ARG for no
+ * samples, frames < 1, channels outside 1..VR_AUDIO_MAX_CHANNELS or a rate outside
+ * 1..VR_AUDIO_MAX_RATE_HZ. */
+vr_status vr_audio_convert(vr_audio_reader *r, const float *pcm, int64_t frames, int channels, int rate_hz,
+                           const char *name, const float **samples, int64_t *n);
 
 #endif

@@ -9,6 +9,7 @@
 #include "vicreg/model.h"
 #include "vicreg/optim.h"
 #include "vicreg/rng.h"
+#include "vicreg/safetensors.h"
 
 typedef struct vr_run_state {
     long step;        /* completed training steps */
@@ -21,5 +22,10 @@ vr_status vr_checkpoint_save(const char *path, const vr_model *m, const vr_optim
 /* Loads every parameter and buffer of m (each must be present with its shape); optim and run
  * when not NULL (then the file must hold them, for the same optimizer kind). */
 vr_status vr_checkpoint_load(const char *path, vr_model *m, vr_optim *optim, vr_run_state *run);
+
+/* Every parameter and buffer of m from a checkpoint already open as st (its metadata read, so
+ * the file is read once); path names it in messages. Tensors m does not have are ignored, so
+ * one branch can be loaded from a two-branch checkpoint. */
+vr_status vr_checkpoint_load_weights(const vr_safetensors *st, const char *path, vr_model *m);
 
 #endif

@@ -18,6 +18,8 @@
  * (one per thread), each with its own buffers. A handle runs its own passes on the number of
  * threads it was opened with (1 by default), so N handles on N threads keep N cores busy.
  *
+ * Passes run on the CPU. Opening reads the checkpoint once and builds the chosen branch alone.
+ *
  * Every function returns a vr_status; on failure vr_last_error() (status.h) names the file or
  * argument and what is wrong. Nothing here prints or exits. */
 #ifndef VICREG_EMBED_H
@@ -53,7 +55,11 @@ typedef struct vr_embedder_config {
  * window, hop = window, trained weights, batch 32, 1 thread. */
 vr_embedder_config vr_embedder_defaults(void);
 
-/* Opens cfg->branch of the checkpoint at path. */
+/* Opens cfg->branch of the checkpoint at path (cfg NULL: the defaults). VR_ERR_IO or
+ * VR_ERR_FORMAT for a file that is not a readable checkpoint, VR_ERR_NOT_FOUND when it holds no
+ * recipe, VR_ERR_UNSUPPORTED for an image recipe, VR_ERR_ARG for an unknown branch, the
+ * embedding of a branch without an expander, or a window too short for the front end. The
+ * log-mel baseline ignores output and random_init. */
 vr_status vr_embedder_open(const char *checkpoint, const vr_embedder_config *cfg, vr_embedder **out);
 void vr_embedder_close(vr_embedder *e);
 
@@ -65,7 +71,8 @@ int vr_embedder_rate_hz(const vr_embedder *e);
 int64_t vr_embedder_window_samples(const vr_embedder *e);
 int64_t vr_embedder_hop_samples(const vr_embedder *e);
 
-/* Rows that vr_embedder_embed_pcm gives for `frames` frames at rate_hz: 1 when pooling. */
+/* Rows that vr_embedder_embed_pcm gives for `frames` frames at rate_hz: 1 when pooling; 0 for
+ * frames < 1 or rate_hz < 1. */
 int64_t vr_embedder_rows(const vr_embedder *e, int64_t frames, int rate_hz);
 
 /* pcm (frames, channels) interleaved, in [-1, 1], at rate_hz -> out (rows, dim) with rows =

@@ -14,6 +14,7 @@ int vr_cmd_train(int argc, char **argv);
 int vr_cmd_eval(int argc, char **argv);
 int vr_cmd_info(int argc, char **argv);
 int vr_cmd_spectrogram(int argc, char **argv);
+int vr_cmd_embed(int argc, char **argv);
 
 /* Prints "vicreg: <context>: <library message>" to stderr and returns code. */
 int vr_cli_fail(int code, const char *context);
@@ -49,5 +50,20 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
                     const char *json_path);
 /* One warning line per file a data set skipped, and their count. */
 void vr_cli_report_skipped(const vr_source *s);
+
+/* Audio inputs: each argument a file, a folder (walked recursively, taking the files whose
+ * extension is an audio format's; label = the first-level sub-folder's name) or a labels.csv
+ * manifest (path, label, and with `select` only the rows of that split). Listed in the order
+ * given; files are not opened here. */
+typedef struct vr_cli_input {
+    char *path;
+    char *label; /* "" when unknown */
+} vr_cli_input;
+typedef struct vr_cli_inputs {
+    int n, cap;
+    vr_cli_input *items;
+} vr_cli_inputs;
+vr_status vr_cli_list_inputs(char *const *args, int nargs, const char *select, vr_cli_inputs *in);
+void vr_cli_inputs_free(vr_cli_inputs *in);
 
 #endif

@@ -19,6 +19,8 @@ static const char *usage_text =
     "  spectrogram AUDIO -o OUT.npy|OUT.png [--recipe R.ini] [--set ...]\n"
     "                     a recipe's log-mel spectrogram of one file\n"
     "  info CHECKPOINT    tensors, parameter counts and metadata of a checkpoint\n"
+    "  embed CHECKPOINT --branch wave|spec|logmel|image INPUTS... -o OUT.npy\n"
+    "                     embeddings of audio files, folders or manifests (or IDX images)\n"
     "\n"
     "  vicreg COMMAND --help   more about one command\n"
     "\n"
@@ -39,6 +41,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return vr_cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return vr_cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "spectrogram")) return vr_cmd_spectrogram(argc - 1, argv + 1);
+    if (!strcmp(cmd, "embed")) return vr_cmd_embed(argc - 1, argv + 1);
     fprintf(stderr, "vicreg: unknown command '%s'\n\n%s", cmd, usage_text);
     return VR_EXIT_USAGE;
 }

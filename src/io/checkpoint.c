@@ -180,3 +180,13 @@ vr_status vr_checkpoint_load(const char *path, vr_model *m, vr_optim *optim, vr_
     vr_st_close(st);
     return s;
 }
+
+vr_status vr_checkpoint_load_weights(const vr_safetensors *st, const char *path, vr_model *m)
+{
+    size_t count = m->params.total > m->buffers.total ? m->params.total : m->buffers.total;
+    float *host = vr_alloc((count + 1) * sizeof(float));
+    vr_status s = host ? load_all(st, path, m, NULL, NULL, host)
+                       : vr_fail(VR_ERR_NOMEM, "checkpoint", "cannot stage %zu floats", count);
+    vr_free(host);
+    return s;
+}
