@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vicreg/embed.h"
 #include "vicreg/status.h"
 
 typedef struct vr_embedding_row {
@@ -45,6 +46,18 @@ vr_status vr_embedding_set_read(const char *npy_path, int need_rows, vr_embeddin
 /* The labels as integers 0..nclasses-1 in order of first appearance (labels (n), malloc'd by
  * vr_alloc); rows without a label get -1. */
 vr_status vr_embedding_set_label_ids(const vr_embedding_set *s, int **labels, int *nclasses);
+
+/* The settings a set's rows were embedded with, as vr_embedder_open takes them: the checkpoint
+ * and cfg (whose branch points into this struct). */
+typedef struct vr_embedding_settings {
+    char checkpoint[4096];
+    char branch[16];
+    vr_embedder_config cfg;
+} vr_embedding_settings;
+
+/* From s->meta_json: VR_ERR_NOT_FOUND when the set has no settings file, VR_ERR_FORMAT naming
+ * npy_path when they name no checkpoint and branch or a value has the wrong type. */
+vr_status vr_embedding_set_settings(const char *npy_path, const vr_embedding_set *s, vr_embedding_settings *out);
 
 void vr_embedding_set_free(vr_embedding_set *s);
 

@@ -12,6 +12,8 @@ enum { VR_EXIT_OK = 0, VR_EXIT_RUNTIME = 1, VR_EXIT_USAGE = 2 };
 
 int vr_cmd_train(int argc, char **argv);
 int vr_cmd_eval(int argc, char **argv);
+/* vicreg eval retrieval (argv[0] is "retrieval") */
+int vr_cmd_eval_retrieval(int argc, char **argv);
 int vr_cmd_info(int argc, char **argv);
 int vr_cmd_spectrogram(int argc, char **argv);
 int vr_cmd_embed(int argc, char **argv);

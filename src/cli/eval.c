@@ -10,7 +10,8 @@
 #include "vicreg/safetensors.h"
 
 static const char *eval_help =
-    "usage: vicreg eval knn CHECKPOINT [--set section.key=value]... [--json PATH]\n"
+    "usage: vicreg eval retrieval SET.npy ...   (see: vicreg eval retrieval --help)\n"
+    "       vicreg eval knn CHECKPOINT [--set section.key=value]... [--json PATH]\n"
     "       vicreg eval knn --random-init RECIPE.ini [--set section.key=value]... [--json PATH]\n"
     "\n"
     "Weighted k-NN classification (InstDisc protocol, as VICReg's 20-NN): the encoder's\n"
@@ -45,8 +46,9 @@ int vr_cmd_eval(int argc, char **argv)
 {
     const char *cmd = "eval";
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) return fputs(eval_help, stdout), VR_EXIT_OK;
+    if (argc >= 2 && !strcmp(argv[1], "retrieval")) return vr_cmd_eval_retrieval(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "knn") != 0)
-        return vr_cli_usage(cmd, "expected 'eval knn' (the only evaluation so far)");
+        return vr_cli_usage(cmd, "expected 'eval knn' or 'eval retrieval'");
     cmd = "eval knn";
     const char *sets[VR_CLI_MAX_SETS], *checkpoint = NULL, *recipe_path = NULL, *json = NULL;
     int n_sets = 0;

@@ -260,6 +260,45 @@ static vr_status read_meta(const char *path, vr_embedding_set *s)
     return st;
 }
 
+vr_status vr_embedding_set_settings(const char *npy_path, const vr_embedding_set *s, vr_embedding_settings *out)
+{
+    if (!s->meta_json)
+        return vr_fail(VR_ERR_NOT_FOUND, "embeddings", "%s: has no settings file (.json) saying how it was embedded",
+                       npy_path);
+    cJSON *j = cJSON_Parse(s->meta_json);
+    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(j, "checkpoint");
+    const cJSON *br = cJSON_GetObjectItemCaseSensitive(j, "branch");
+    const cJSON *output = cJSON_GetObjectItemCaseSensitive(j, "output");
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(j, "normalize");
+    const cJSON *pool = cJSON_GetObjectItemCaseSensitive(j, "pool");
+    const cJSON *win = cJSON_GetObjectItemCaseSensitive(j, "window");
+    const cJSON *hop = cJSON_GetObjectItemCaseSensitive(j, "hop");
+    const cJSON *rnd = cJSON_GetObjectItemCaseSensitive(j, "random_init");
+    vr_status st = VR_OK;
+    if (!cJSON_IsString(ck) || !cJSON_IsString(br) || strlen(ck->valuestring) >= sizeof out->checkpoint ||
+        strlen(br->valuestring) >= sizeof out->branch)
+        st = vr_fail(VR_ERR_FORMAT, "embeddings", "%s: its settings name no checkpoint and branch", npy_path);
+    else if ((output && !cJSON_IsString(output)) || (norm && !cJSON_IsBool(norm)) || (pool && !cJSON_IsString(pool)) ||
+             (win && !cJSON_IsNumber(win)) || (hop && !cJSON_IsNumber(hop)) || (rnd && !cJSON_IsBool(rnd)))
+        st = vr_fail(VR_ERR_FORMAT, "embeddings", "%s: a setting has the wrong type (output, pool: strings; "
+                     "normalize, random_init: booleans; window, hop: seconds)", npy_path);
+    if (st == VR_OK) {
+        memset(out, 0, sizeof *out);
+        strcpy(out->checkpoint, ck->valuestring);
+        strcpy(out->branch, br->valuestring);
+        out->cfg = vr_embedder_defaults();
+        out->cfg.branch = out->branch;
+        out->cfg.output = output && !strcmp(output->valuestring, "embedding") ? VR_EMBED_EMBEDDING : VR_EMBED_REPR;
+        out->cfg.normalize = cJSON_IsTrue(norm);
+        out->cfg.pool = pool && !strcmp(pool->valuestring, "mean");
+        out->cfg.random_init = cJSON_IsTrue(rnd);
+        if (win) out->cfg.window_seconds = win->valuedouble;
+        if (hop) out->cfg.hop_seconds = hop->valuedouble;
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
 static int exists(const char *path)
 {
     FILE *f = fopen(path, "rb");
