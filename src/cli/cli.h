@@ -11,6 +11,8 @@
 enum { VR_EXIT_OK = 0, VR_EXIT_RUNTIME = 1, VR_EXIT_USAGE = 2 };
 
 int vr_cmd_train(int argc, char **argv);
+int vr_cmd_index(int argc, char **argv);
+int vr_cmd_search(int argc, char **argv);
 int vr_cmd_eval(int argc, char **argv);
 /* vicreg eval retrieval (argv[0] is "retrieval") */
 int vr_cmd_eval_retrieval(int argc, char **argv);

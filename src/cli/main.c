@@ -16,6 +16,10 @@ static const char *usage_text =
     "  eval knn CHECKPOINT | --random-init RECIPE.ini [--set ...] [--json PATH]\n"
     "                     k-NN top-1/top-5 of each branch's representations; for audio also\n"
     "                     cross-modal recall\n"
+    "  index build EMBEDDINGS.npy -o INDEX [--metric ip|l2] [--factory STR]\n"
+    "                     a search index of an embedding set: exact, or FAISS (IVF, HNSW, PQ)\n"
+    "  search INDEX --query Q.npy [-k 10] [--json]\n"
+    "                     the k best rows of the index for each query\n"
     "  spectrogram AUDIO -o OUT.npy|OUT.png [--recipe R.ini] [--set ...]\n"
     "                     a recipe's log-mel spectrogram of one file\n"
     "  info CHECKPOINT    tensors, parameter counts and metadata of a checkpoint\n"
@@ -38,6 +42,8 @@ int main(int argc, char **argv)
         return VR_EXIT_OK;
     }
     if (!strcmp(cmd, "train")) return vr_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "index")) return vr_cmd_index(argc - 1, argv + 1);
+    if (!strcmp(cmd, "search")) return vr_cmd_search(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return vr_cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return vr_cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "spectrogram")) return vr_cmd_spectrogram(argc - 1, argv + 1);
