@@ -15,6 +15,7 @@
  *    for bit the same after a save and a load. */
 #include <cjson/cJSON.h>
 #include <omp.h>
+#include <sndfile.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -685,6 +686,19 @@ static int run(const char *args, char *out, size_t len)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A 1.5 s clip at 16 kHz: a tone of `hz` with a little noise. */
+static void write_clip(const char *path, double hz, vr_rng *r)
+{
+    enum { FRAMES = 24000 };
+    static float pcm[FRAMES];
+    for (int i = 0; i < FRAMES; i++) pcm[i] = 0.3f * sinf(6.2831853f * (float)(hz * i / 16000.0)) + 0.05f * vr_rng_normal(r);
+    SF_INFO info = {.samplerate = 16000, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(sf_writef_float(f, pcm, FRAMES), FRAMES);
+    sf_close(f);
+}
+
 static void test_commands(void)
 {
     fixture f;
@@ -739,12 +753,71 @@ static void test_commands(void)
     snprintf(args, sizeof args, "index build '%s' -o '%s' --metric cosine", npy, vri);
     CU_ASSERT_EQUAL(run(args, out, sizeof out), 2);
     CU_ASSERT(strstr(out, "cosine") != NULL);
+    /* audio queries need the settings of a checkpoint that exists */
+    char wav[300];
+    path_of(wav, sizeof wav, "tone.wav");
+    vr_rng r;
+    vr_rng_seed(&r, 1);
+    write_clip(wav, 440.0, &r);
+    snprintf(args, sizeof args, "search '%s' --query '%s'", vri, wav);
+    CU_ASSERT_EQUAL(run(args, out, sizeof out), 1);
+    CU_ASSERT(strstr(out, "/runs/a/last.safetensors") != NULL);
     CU_ASSERT_EQUAL(run("search --help", out, sizeof out), 0);
     CU_ASSERT(strstr(out, "usage: vicreg search") != NULL);
     CU_ASSERT_EQUAL(run("index --help", out, sizeof out), 0);
     CU_ASSERT(strstr(out, "usage: vicreg index build") != NULL);
     free(rows);
     fixture_free(&f);
+}
+
+/* Audio queries: vicreg embed of a folder with normalised rows, an index of them, and the same
+ * folder as queries: every file finds its own row first, at the score of a unit row against
+ * itself, 1 (within 1e-5: float32 sums of 16 squares). */
+static void test_audio_queries(void)
+{
+    char aud[256], sub[300], wav[320], npy[256], vri[256], args[2048];
+    static char out[1 << 20];
+    path_of(aud, sizeof aud, "audio");
+    CU_ASSERT_EQUAL_FATAL(mkdir(aud, 0755), 0);
+    vr_rng r;
+    vr_rng_seed(&r, 3);
+    static const char *names[] = {"a/one.wav", "a/two.wav", "b/three.wav", "b/four.wav"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(sub, sizeof sub, "%s/%c", aud, names[i][0]);
+        mkdir(sub, 0755);
+        snprintf(wav, sizeof wav, "%s/%s", aud, names[i]);
+        write_clip(wav, 220.0 * (i + 1), &r);
+    }
+    path_of(npy, sizeof npy, "audio.npy");
+    path_of(vri, sizeof vri, "audio.vri");
+    snprintf(args, sizeof args, "embed '%s/embed_ckpt.safetensors' --branch wave --normalize '%s' -o '%s'",
+             VR_FIXTURE_DIR, aud, npy);
+    CU_ASSERT_EQUAL_FATAL(run(args, out, sizeof out), 0);
+    snprintf(args, sizeof args, "index build '%s' -o '%s'", npy, vri);
+    CU_ASSERT_EQUAL_FATAL(run(args, out, sizeof out), 0);
+    snprintf(args, sizeof args, "search '%s' --query '%s' -k 2 --json", vri, aud);
+    CU_ASSERT_EQUAL_FATAL(run(args, out, sizeof out), 0);
+    cJSON *doc = cJSON_Parse(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+    cJSON *queries = cJSON_GetObjectItem(doc, "queries");
+    CU_ASSERT_EQUAL_FATAL(cJSON_GetArraySize(queries), 4);
+    for (int i = 0; i < 4; i++) {
+        cJSON *q = cJSON_GetArrayItem(queries, i);
+        cJSON *best = cJSON_GetArrayItem(cJSON_GetObjectItem(q, "answers"), 0);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(best);
+        CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(best, "file")->valuestring, cJSON_GetObjectItem(q, "query")->valuestring);
+        float score = (float)cJSON_GetObjectItem(best, "score")->valuedouble, one = 1.0f;
+        CU_ASSERT(tu_close(&score, &one, 1, 1e-5, 0.0, "a query against its own row"));
+    }
+    cJSON_Delete(doc);
+    /* one file; and an index without settings cannot embed audio */
+    snprintf(args, sizeof args, "search '%s' --query '%s/b/four.wav' -k 1", vri, aud);
+    CU_ASSERT_EQUAL(run(args, out, sizeof out), 0);
+    CU_ASSERT(strstr(out, "query 1 of 1") != NULL && strstr(out, "four.wav [") != NULL);
+    path_of(vri, sizeof vri, "bare.vri");
+    snprintf(args, sizeof args, "search '%s' --query '%s'", vri, aud);
+    CU_ASSERT_EQUAL(run(args, out, sizeof out), 2);
+    CU_ASSERT(strstr(out, "keeps no settings") != NULL);
 }
 
 int main(int argc, char **argv)
@@ -771,6 +844,7 @@ int main(int argc, char **argv)
         {"index: query errors", test_query_errors},
         {"index file: missing, truncated, corrupt, inconsistent", test_index_file_errors},
         {"vicreg index build and vicreg search", test_commands},
+        {"vicreg search with audio queries", test_audio_queries},
         {NULL, NULL}};
     int rc = tu_main("search", tests);
     char cmd[300];
