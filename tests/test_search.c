@@ -181,10 +181,11 @@ static void naive(const float *base, int64_t n, int d, const float *q, int64_t n
 
 static void test_naive_sizes(void)
 {
-    /* n not a multiple of the base block (2048) nor nq of the query block (64); k > n; one
-     * query (the base split between threads); one row; d of 1 */
+    /* n not a multiple of the base block (1024 rows) nor nq of the query block (256 rows); a
+     * last query block of one row (sgemv instead of sgemm); k > n; one query; one row; d of 1 */
     static const struct { int64_t n, nq; int d, k; } cases[] = {
-        {5000, 70, 24, 10}, {4500, 1, 33, 7}, {7, 3, 5, 12}, {1, 2, 3, 4}, {2049, 130, 1, 5}, {300, 65, 64, 300},
+        {5000, 70, 24, 10}, {4500, 1, 33, 7}, {7, 3, 5, 12},   {1, 2, 3, 4},
+        {2049, 300, 1, 5},  {300, 65, 64, 300}, {3000, 513, 8, 3},
     };
     vr_rng r;
     vr_rng_seed(&r, 11);

@@ -9,10 +9,11 @@
  * the base rows' squared norms (L2) and one similarity tile per thread, so a call allocates
  * nothing once it has seen its largest batch. Queries go in blocks of rows, the base in blocks
  * of rows; one sgemm per pair of blocks fills a thread's tile and each query keeps its k best
- * candidates in a heap. Threads share the query blocks, and when there are fewer query blocks
- * than threads (a single query, say) they also split the base and merge their candidates.
- * The block layout depends only on the sizes, never on the thread count, so every score and
- * every answer is the same at any thread count. */
+ * candidates in a heap. The work is cut into units of a query block and a shard of the base
+ * (about four units per thread, however few the queries), each with its own heaps, merged at
+ * the end. The blocks depend only on the sizes, never on the thread count, and the answer is
+ * the first k of one total order, so every score and every id is the same at any thread count;
+ * a query in another batch may land in another block and differ in the last bits of its scores. */
 #ifndef VICREG_SEARCH_H
 #define VICREG_SEARCH_H
 

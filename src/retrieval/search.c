@@ -13,11 +13,12 @@
 
 #include "vicreg/tensor.h"
 
-/* Query rows and base rows per block: a tile of 64 x 2048 floats (512 KiB) stays in a core's
- * L2 cache between the sgemm that writes it and the scan that reads it, and 64 query rows
- * make the sgemm compute-bound rather than bound by reading the base. */
-#define QB 64
-#define NB 2048
+/* Query rows and base rows per block. sgemm packs the base block anew for every query block,
+ * a pass over memory that 256 query rows make small beside the arithmetic (at 64 rows it took
+ * a third of the time); the tile of 256 x 1024 floats (1 MiB) stays in cache between the
+ * sgemm that writes it and the scan that reads it. */
+#define QB 256
+#define NB 1024
 
 typedef struct hit {
     float cost;
@@ -182,9 +183,11 @@ vr_status vr_search_run(vr_search *s, const float *queries, int64_t nq, int k, f
     if (nq == 0) return VR_OK;
     VR_TRY(check_finite(queries, nq, s->d, "queries"));
     const int64_t n = s->n, nqb = (nq + QB - 1) / QB, nbb = (n + NB - 1) / NB;
-    /* Fewer query blocks than threads: the base is split too, into shards of whole blocks
-     * (at most 64, the merge's fan-in) */
-    int64_t shards = nqb >= s->threads ? 1 : s->threads < nbb ? s->threads : nbb;
+    /* The base is split into shards of whole blocks too, so that there are about four units
+     * of work per thread whatever the batch (one query included) and a thread slowed by other
+     * work on its core holds up little; at most 64 shards, the merge's fan-in. */
+    int64_t shards = (4 * (int64_t)s->threads + nqb - 1) / nqb;
+    if (shards > nbb) shards = nbb;
     if (shards > 64) shards = 64;
     if ((size_t)nq > SIZE_MAX / sizeof(hit) / (size_t)shards / (size_t)k)
         return vr_fail(VR_ERR_NOMEM, "search", "%lld queries of k = %d", (long long)nq, k);
@@ -219,9 +222,14 @@ vr_status vr_search_run(vr_search *s, const float *queries, int64_t nq, int k, f
             for (int64_t blk = blk0; blk < blk1; blk++) {
                 int64_t b0 = blk * NB;
                 int nb = n - b0 < NB ? (int)(n - b0) : NB;
-                /* tile (rows, nb) = queries[q0 : q0 + rows] (rows, d) . base[b0 : b0 + nb] (nb, d)^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, d, 1.0f, queries + q0 * d, d,
-                            s->base + b0 * d, d, 0.0f, tile, nb);
+                /* tile (rows, nb) = queries[q0 : q0 + rows] (rows, d) . base[b0 : b0 + nb] (nb, d)^T;
+                 * a single row by sgemv, which reads the base once instead of packing it first */
+                if (rows == 1)
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, nb, d, 1.0f, s->base + b0 * d, d, queries + q0 * d, 1,
+                                0.0f, tile, 1);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, d, 1.0f, queries + q0 * d, d,
+                                s->base + b0 * d, d, 0.0f, tile, nb);
                 for (int r = 0; r < rows; r++) {
                     hit *h = s->work + ((size_t)(q0 + r) * shards + shard) * k;
                     if (s->metric == VR_METRIC_IP) offer_ip(h, k, tile + (size_t)r * nb, nb, b0);
