@@ -131,6 +131,15 @@ static vr_status check_settings(const char *name, const char *settings)
 }
 
 #if VR_HAVE_FAISS
+/* FAISS takes NaN and infinity without a word and answers nonsense; exact search checks its own. */
+static vr_status check_finite(const float *x, int64_t n, int d, const char *what)
+{
+    for (size_t i = 0; i < (size_t)n * (size_t)d; i++)
+        if (!isfinite(x[i]))
+            return vr_fail(VR_ERR_NUMERIC, "index", "%s: row %zu holds %g", what, i / (size_t)d, (double)x[i]);
+    return VR_OK;
+}
+
 static vr_status check_search_params(const vr_faiss *f, const char *kind, int nprobe, int ef_search)
 {
     if (nprobe < 0 || ef_search < 0)
@@ -142,14 +151,6 @@ static vr_status check_search_params(const vr_faiss *f, const char *kind, int np
     return VR_OK;
 }
 #endif
-
-static vr_status check_finite(const float *x, int64_t n, int d, const char *what)
-{
-    for (size_t i = 0; i < (size_t)n * (size_t)d; i++)
-        if (!isfinite(x[i]))
-            return vr_fail(VR_ERR_NUMERIC, "index", "%s: row %zu holds %g", what, i / (size_t)d, (double)x[i]);
-    return VR_OK;
-}
 
 static vr_status build_kind(vr_index *ix, const float *x, const vr_index_config *cfg)
 {
