@@ -125,7 +125,6 @@ vr_status vr_search_create(const float *base, int64_t n, int d, vr_metric metric
     *out = NULL;
     if (n < 1 || d < 1 || !base)
         return vr_fail(VR_ERR_SHAPE, "search", "base of %lld rows of %d columns", (long long)n, d);
-    if (n >= INT64_MAX / 2) return vr_fail(VR_ERR_SHAPE, "search", "%lld base rows", (long long)n);
     if (metric != VR_METRIC_IP && metric != VR_METRIC_L2)
         return vr_fail(VR_ERR_ARG, "search", "unknown metric %d", (int)metric);
     VR_TRY(check_finite(base, n, d, "base"));
@@ -140,8 +139,9 @@ vr_status vr_search_create(const float *base, int64_t n, int d, vr_metric metric
     s->qnorms = vr_alloc((size_t)s->threads * QB * sizeof(float));
     if (metric == VR_METRIC_L2) s->norms = vr_alloc((size_t)n * sizeof(float));
     if (!s->tiles || !s->qnorms || (metric == VR_METRIC_L2 && !s->norms)) {
+        int t = s->threads;
         vr_search_free(s);
-        return vr_fail(VR_ERR_NOMEM, "search", "no tiles for %d threads over %lld rows", threads, (long long)n);
+        return vr_fail(VR_ERR_NOMEM, "search", "no tiles for %d threads over %lld rows", t, (long long)n);
     }
     if (s->norms)
         for (int64_t i = 0; i < n; i++) s->norms[i] = squared_norm(base + i * d, d);
