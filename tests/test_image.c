@@ -7,7 +7,7 @@
  * libjpeg-turbo and the same settings, accurate integer IDCT and fancy upsampling, so no IDCT
  * difference is left to allow for); DCT-scaled decodes equal PIL's draft mode at 1/2, 1/4 and
  * 1/8, also byte for byte; file and memory input agree; every broken file (empty, text,
- * truncated, corrupt header, corrupt scan, bad CRC, missing, a folder) is refused with a
+ * truncated, corrupt header, corrupt scan, corrupt PNG data, missing, a folder) is refused with a
  * message naming the file and what is wrong.
  *
  * Transforms with fixed parameters: resized crop, flip, the four jitter adjustments, grayscale,

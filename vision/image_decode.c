@@ -273,9 +273,9 @@ static vr_status decode_png(const uint8_t *p, size_t size, const char *name, vr_
     spng_ctx_free(ctx);
     if (s) return s;
     if (err) {
-        /* libspng reports data that stops early as an end of input (SPNG_EIO or
-         * SPNG_IO_EOF, whose message is "end of stream") */
-        const char *what = err == SPNG_IO_EOF || err == SPNG_EIO || err == SPNG_EOF ? "truncated" : "corrupt";
+        /* data that stops early reads as the end of the input: SPNG_IO_EOF ("end of stream")
+         * from a buffer, SPNG_EOF or SPNG_EIO from libspng's own checks */
+        const char *what = err == SPNG_IO_EOF || err == SPNG_EOF || err == SPNG_EIO ? "truncated" : "corrupt";
         return vr_fail(err == SPNG_EMEM ? VR_ERR_NOMEM : VR_ERR_FORMAT, DOMAIN, "%s: %s PNG (data: %s)",
                        name, what, spng_strerror(err));
     }

@@ -15,7 +15,7 @@
  * `seed` the stream vr_rng_seed_stream(seed, 2 * index + view), so a view depends only on
  * (seed, index, view, image). The draws of one view come in one fixed order, all of them every
  * time whatever the probabilities (crop: 40 numbers; flip, jitter on/off, the jitter order,
- * the four factors, grayscale, blur on/off, sigma, solarisation: 12 more), so setting one
+ * the four factors, grayscale, blur on/off, sigma, solarisation: 13 more), so setting one
  * probability never changes what another transform draws. The distributions are
  * torchvision's: crop area fraction uniform in [scale_min, scale_max] and aspect ratio
  * log-uniform in [ratio_min, ratio_max], up to 10 tries, then a centre crop with the ratio

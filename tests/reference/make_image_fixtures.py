@@ -7,7 +7,7 @@ Writes, under tests/fixtures:
                              16-bit gray, 16-bit RGB, gray + alpha, 1-bit, palette and palette
                              with tRNS, interlaced; a 160 x 120 JPEG for DCT scaling; and the
                              broken files: empty, text, truncated JPEG and PNG, a JPEG with a
-                             corrupt header, one with a corrupt scan, a PNG with a bad CRC
+                             corrupt header, one with a corrupt scan, a PNG with corrupt data
   image_decode.safetensors   per good file NAME, the pixels PIL gives:
                                NAME  Image.open(f).convert("RGB"), (H, W, 3) U8, except
                                      gray16.png: the 16-bit samples' high bytes (PIL's own
@@ -157,7 +157,7 @@ def write_images():
     files["truncated.png"] = good["rgb.png"][: len(good["rgb.png"]) // 2]
     bad = bytearray(good["rgb.png"])
     idat = bad.index(b"IDAT")
-    bad[idat + 10] ^= 0x55  # a flipped byte inside IDAT: the chunk's CRC no longer matches
+    bad[idat + 10] ^= 0x55  # a flipped byte in the compressed stream (and a wrong CRC)
     files["corrupt.png"] = bytes(bad)
     for name, data in files.items():
         with open(os.path.join(IMAGES, name), "wb") as f:
