@@ -189,8 +189,8 @@ vr_status vr_image_probe(vr_image_decoder *d, const void *data, size_t size, con
 }
 
 /* The smallest of the scales 1/8, 1/4, 1/2 whose output covers min_h x min_w, else 1/1. Only
- * these: libjpeg-turbo has SIMD code for the reduced 4x4 and 2x2 inverse DCTs and the 8x8 one
- * but computes its other scaled sizes (7/8, 3/4, ...) in plain C, slower than no scaling. */
+ * these, PIL's draft scales: libjpeg-turbo has SIMD code for the 8x8, 4x4 and 2x2 inverse DCTs
+ * (1x1 is the DC term alone) but computes the other scaled sizes (7/8, 3/4, ...) in plain C. */
 static tjscalingfactor pick_scale(int h, int w, int min_h, int min_w)
 {
     tjscalingfactor best = {1, 1};
