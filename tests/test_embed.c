@@ -28,6 +28,7 @@
 #include "vicreg/embed.h"
 #include "vicreg/embedding_set.h"
 #include "vicreg/knn.h"
+#include "vicreg/retrieval_metrics.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
@@ -558,6 +559,94 @@ static void test_cli(void)
     CU_ASSERT_NOT_EQUAL(access(tmp("none.npy"), F_OK), 0);
 }
 
+/* The leave-one-out mAP of rows x (n, d) by labels, on cosine similarity (the library's
+ * vr_label_retrieval, itself tested against naive loops in test_eval). */
+static double map_of(const float *x, int64_t n, int d, const int *labels)
+{
+    float *c = malloc((size_t)n * d * sizeof(float));
+    memcpy(c, x, (size_t)n * d * sizeof(float));
+    vr_l2_normalise_rows(c, (int)n, d);
+    double map = -1;
+    CU_ASSERT_EQUAL(vr_label_retrieval(c, labels, (int)n, d, NULL, 0, NULL, &map), VR_OK);
+    free(c);
+    return map;
+}
+
+static double json_number(const cJSON *j, const char *obj, const char *key)
+{
+    return cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, obj), key));
+}
+
+/* vicreg eval retrieval on the set test_cli wrote (windows of four files, two labels): the
+ * trained figures are those of the set's rows; the random-init baseline those of the same
+ * files embedded here with random_init through the API, and the log-mel one those of branch
+ * "logmel", both with the set's window and hop; a paired set of another dimension, a missing
+ * set and a set without rows are refused. */
+static void test_cli_eval_retrieval(void)
+{
+    const char *set_path = tmp("set.npy"), *json_path = tmp("retrieval.json");
+    vr_embedding_set set;
+    TU_OK(vr_embedding_set_read(set_path, 1, &set));
+    int *labels, nclasses;
+    TU_OK(vr_embedding_set_label_ids(&set, &labels, &nclasses));
+    CU_ASSERT_EQUAL(nclasses, 2);
+    const char *args[] = {"eval", "retrieval", set_path, "--baselines", "--threads", "2", "--json", json_path, NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(args), 0);
+    FILE *f = fopen(json_path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char text[4096];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    cJSON *j = cJSON_Parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_DOUBLE_EQUAL(json_number(j, "trained", "map"), 100 * map_of(set.x, set.n, set.d, labels), 1e-9);
+
+    const char *branches[2] = {"spec", "logmel"};
+    const char *keys[2] = {"random_init", "logmel_mean"};
+    for (int b = 0; b < 2; b++) {
+        vr_embedder_config cfg = vr_embedder_defaults();
+        cfg.branch = branches[b];
+        cfg.output = VR_EMBED_EMBEDDING;
+        cfg.random_init = b == 0;
+        cfg.window_seconds = 0.25;
+        cfg.hop_seconds = 0.1;
+        vr_embedder *e;
+        TU_OK(vr_embedder_open(ckpt, &cfg, &e));
+        int d = vr_embedder_dim(e);
+        float *x = malloc((size_t)set.n * d * sizeof(float));
+        int64_t at = 0;
+        while (at < set.n) { /* each file's windows follow its first row */
+            const float *rows;
+            const double *starts;
+            int64_t n;
+            TU_OK(vr_embedder_embed_file(e, set.rows[at].file, &rows, &n, &starts, NULL));
+            CU_ASSERT_FATAL(n >= 1 && at + n <= set.n);
+            memcpy(x + at * d, rows, (size_t)(n * d) * sizeof(float));
+            at += n;
+        }
+        CU_ASSERT_EQUAL(at, set.n);
+        CU_ASSERT_DOUBLE_EQUAL(json_number(j, keys[b], "map"), 100 * map_of(x, set.n, d, labels), 1e-9);
+        free(x);
+        vr_embedder_close(e);
+    }
+    cJSON_Delete(j);
+
+    /* a paired set of another dimension; a missing set; a set without its rows file */
+    const char *wave = tmp("wave_set.npy");
+    const char *make_wave[] = {"embed", ckpt, "--branch", "wave", "--pool", "none", "--hop", "0.1", tmp("set"), "-o", wave, NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(make_wave), 0);
+    const char *paired[] = {"eval", "retrieval", set_path, "--paired", wave, NULL};
+    CU_ASSERT_EQUAL(run_cli(paired), 1);
+    const char *missing[] = {"eval", "retrieval", tmp("nothing.npy"), NULL};
+    CU_ASSERT_EQUAL(run_cli(missing), 1);
+    CU_ASSERT_EQUAL(unlink(tmp("wave_set.csv")), 0);
+    const char *no_rows[] = {"eval", "retrieval", wave, NULL};
+    CU_ASSERT_EQUAL(run_cli(no_rows), 1);
+    vr_free(labels);
+    vr_embedding_set_free(&set);
+}
+
 /* An IDX file of unsigned bytes with the given sizes. */
 static void write_idx(const char *path, const uint32_t *dims, int rank, const uint8_t *body, size_t len)
 {
@@ -658,6 +747,7 @@ int main(int argc, char **argv)
         {"rows", test_rows},
         {"bad_inputs", test_bad_inputs},
         {"cli", test_cli},
+        {"cli_eval_retrieval", test_cli_eval_retrieval},
         {"cli_image", test_cli_image},
         {NULL, NULL},
     };

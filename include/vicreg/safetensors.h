@@ -34,7 +34,8 @@ typedef struct vr_st_entry {
 
 typedef struct vr_safetensors vr_safetensors; /* an opened file, fully validated */
 
-/* Opens and validates path; the file is read once into memory. Headers over 100 MB refused. */
+/* Opens and validates path; the file is mapped read-only (tensor data is read from the page
+ * cache as it is touched). Headers over 100 MB refused. */
 vr_status vr_st_open(const char *path, vr_safetensors **out);
 void vr_st_close(vr_safetensors *st);
 

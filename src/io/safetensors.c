@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,7 +96,8 @@ typedef struct st_meta {
 
 struct vr_safetensors {
     char *path;
-    unsigned char *file;        /* the whole file */
+    const unsigned char *file;  /* the whole file, mapped read-only */
+    size_t file_bytes;
     const unsigned char *data;  /* the data section: file + 8 + header length */
     uint64_t data_bytes;
     vr_st_entry *entries;       /* in header order */
@@ -119,8 +121,11 @@ static vr_status read_error(const char *path, FILE *f)
                    path);
 }
 
-/* Reads the 8-byte header length, checks it against the file size before anything large is
- * allocated, then reads the rest of the file. */
+/* Reads the 8-byte header length, checks it against the file size, then maps the file
+ * read-only: a reader touches only the pages of the tensors it reads (one branch of a
+ * checkpoint holding two and the optimiser state), and they come from the page cache, shared
+ * by every handle that opens the file, instead of being copied into fresh memory. Checkpoints
+ * are replaced by rename, which leaves an open mapping intact. */
 static vr_status load_stream(vr_safetensors *st, FILE *f, uint64_t *header_bytes)
 {
     const char *path = st->path;
@@ -148,10 +153,11 @@ static vr_status load_stream(vr_safetensors *st, FILE *f, uint64_t *header_bytes
                        "%s: header length %" PRIu64 " exceeds the limit of %u bytes", path, n,
                        ST_MAX_HEADER_BYTES);
 
-    st->file = malloc(size);
-    if (!st->file) return nomem(path);
-    memcpy(st->file, len_le, 8);
-    if (fread(st->file + 8, 1, size - 8, f) != size - 8) return read_error(path, f);
+    if (size > SIZE_MAX) return nomem(path);
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    if (map == MAP_FAILED) return vr_fail(VR_ERR_IO, ST_DOMAIN, "%s: cannot map: %s", path, strerror(errno));
+    st->file = map;
+    st->file_bytes = (size_t)size;
     st->data = st->file + 8 + n;
     st->data_bytes = size - 8 - n;
     *header_bytes = n;
@@ -375,7 +381,7 @@ void vr_st_close(vr_safetensors *st)
     free(st->entries);
     free(st->by_name);
     free(st->meta);
-    free(st->file);
+    if (st->file) munmap((void *)st->file, st->file_bytes);
     free(st->path);
     free(st);
 }
