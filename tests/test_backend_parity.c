@@ -38,7 +38,7 @@
  * layers round their operands to TF32 (truncation, the worst case) or to bfloat16 (and their
  * outputs, as cuda-bf16's convolutions do) at the TF32 and BF16 limits; and a backend with a
  * one-element fault in its convolution, which must be caught. VR_PARITY_VERBOSE=1 prints every
- * error measured. */
+ * error measured. The CPU backends use OMP_NUM_THREADS threads (all cores when unset). */
 #include "testutil.h"
 
 #include "vr_config.h"
@@ -954,7 +954,7 @@ static vr_status emu_create(int mode, vr_backend **out)
     emu_backend *e = calloc(1, sizeof *e);
     *out = NULL;
     if (!e) return vr_fail(VR_ERR_NOMEM, "test", "emulated backend");
-    vr_status s = vr_cpu_backend_create(2, &e->cpu);
+    vr_status s = vr_cpu_backend_create(0, &e->cpu);
     if (s != VR_OK) {
         free(e);
         return s;
@@ -1047,7 +1047,7 @@ int main(void)
 {
     const char *v = getenv("VR_PARITY_VERBOSE");
     verbose = v && *v && strcmp(v, "0");
-    vr_status s = vr_cpu_backend_create(2, &ref_be);
+    vr_status s = vr_cpu_backend_create(0, &ref_be);
     if (s != VR_OK) {
         fprintf(stderr, "cpu backend: %s\n", vr_last_error());
         return 2;
@@ -1056,7 +1056,7 @@ int main(void)
     int count = 0;
     if (!open_cuda(cfgs, &count)) return 1;
     vr_backend *harness[3];
-    if (vr_backend_create("cpu-im2col", 2, &harness[0]) || emu_create(EMU_TF32, &harness[1]) ||
+    if (vr_backend_create("cpu-im2col", 0, &harness[0]) || emu_create(EMU_TF32, &harness[1]) ||
         emu_create(EMU_BF16, &harness[2])) {
         fprintf(stderr, "harness backends: %s\n", vr_last_error());
         return 2;
