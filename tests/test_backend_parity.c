@@ -41,8 +41,6 @@
  * error measured. The CPU backends use OMP_NUM_THREADS threads (all cores when unset). */
 #include "testutil.h"
 
-#include "vr_config.h"
-
 enum { P_FP32, P_TF32, P_BF16 };
 
 typedef struct config {
@@ -787,11 +785,21 @@ static int near_l2(const char *what, const float *got, const float *ref, size_t 
     return ok;
 }
 
+/* the reference step, run once for every backend under test */
+static vr_model ref_model;
+static step_io ref_step;
+static int ref_step_done;
+
 static void test_train_step(void)
 {
-    vr_model ma, me;
-    step_io a = {0}, e = {0};
-    step_run(ref_be, &ma, &a);
+    if (!ref_step_done) {
+        step_run(ref_be, &ref_model, &ref_step);
+        ref_step_done = 1;
+    }
+    const vr_model *ma = &ref_model;
+    const step_io a = ref_step;
+    vr_model me;
+    step_io e = {0};
     step_run(cur->dut, &me, &e);
     const int p = cur->prec;
     CU_ASSERT(near_scalar("step loss", e.terms.loss, a.terms.loss, STEP_TERMS[p]));
@@ -801,11 +809,10 @@ static void test_train_step(void)
     CU_ASSERT(near("step embeddings", e.z, a.z, a.nz, STEP_Z[p], 1e-30));
     CU_ASSERT(near_l2("step gradient (all)", e.g, a.g, a.np, STEP_GRAD_L2[p]));
     if (p == P_FP32)
-        CU_ASSERT(tensors_near("gradient", &ma.params, e.g, a.g, a.np, STEP_GRAD_FP32, 1e-3));
-    CU_ASSERT(tensors_near("parameter", &ma.params, e.p, a.p, a.np, STEP_PARAM[p], 1e-3));
-    CU_ASSERT(tensors_near("buffer", &ma.buffers, e.buf, a.buf, a.nbuf, STEP_BUF[p], 1e-3));
-    free(a.z), free(e.z), free(a.g), free(a.p), free(a.buf), free(e.g), free(e.p), free(e.buf);
-    vr_model_free(&ma);
+        CU_ASSERT(tensors_near("gradient", &ma->params, e.g, a.g, a.np, STEP_GRAD_FP32, 1e-3));
+    CU_ASSERT(tensors_near("parameter", &ma->params, e.p, a.p, a.np, STEP_PARAM[p], 1e-3));
+    CU_ASSERT(tensors_near("buffer", &ma->buffers, e.buf, a.buf, a.nbuf, STEP_BUF[p], 1e-3));
+    free(e.z), free(e.g), free(e.p), free(e.buf);
     vr_model_free(&me);
 }
 
@@ -1075,6 +1082,10 @@ int main(void)
                                    {NULL, NULL}};
     failed += run_suite("parity harness", self, &cfgs[0]);
     for (int i = 0; i < count; i++) vr_backend_destroy(cfgs[i].dut);
+    if (ref_step_done) {
+        free(ref_step.z), free(ref_step.g), free(ref_step.p), free(ref_step.buf);
+        vr_model_free(&ref_model);
+    }
     vr_backend_destroy(ref_be);
     return failed ? 1 : 0;
 }
