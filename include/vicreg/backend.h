@@ -150,7 +150,9 @@ struct vr_backend {
     vr_status (*sum_squares)(vr_backend *be, size_t count, const float *x, double *out);
 };
 
-/* Creates a backend by name: "cpu" (always), "cuda" (where built). threads <= 0: all cores. */
+/* Creates a backend by name: "cpu" (always); "cuda" (float32), "cuda-tf32" and "cuda-bf16"
+ * (tensor-core math) where built with CUDA, VR_ERR_DEVICE "no CUDA device: ..." where none can
+ * be used. threads <= 0: all cores (the CPU backends). */
 vr_status vr_backend_create(const char *name, int threads, vr_backend **out);
 void vr_backend_destroy(vr_backend *be);
 /* The CPU backend, directly. */

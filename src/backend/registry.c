@@ -3,15 +3,27 @@
 
 #include <string.h>
 
+#include "vr_config.h"
+
+#if VR_HAVE_CUDA
+vr_status vr_cuda_backend_create(const char *name, vr_backend **out); /* cuda/backend.c */
+#endif
+
 vr_status vr_backend_create(const char *name, int threads, vr_backend **out)
 {
     *out = NULL;
     if (!name || strcmp(name, "cpu") == 0) return vr_cpu_backend_create(threads, out);
     if (strcmp(name, "cpu-im2col") == 0) return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_IM2COL, out);
     if (strcmp(name, "cpu-onednn") == 0) return vr_cpu_backend_create_conv(threads, VR_CPU_CONV_ONEDNN, out);
-    if (strcmp(name, "cuda") == 0)
-        return vr_fail(VR_ERR_UNSUPPORTED, "backend", "cuda: this build has no CUDA backend");
-    return vr_fail(VR_ERR_ARG, "backend", "unknown backend '%s' (known: cpu, cpu-im2col, cpu-onednn)", name);
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-tf32") == 0 || strcmp(name, "cuda-bf16") == 0)
+#if VR_HAVE_CUDA
+        return vr_cuda_backend_create(name, out);
+#else
+        return vr_fail(VR_ERR_UNSUPPORTED, "backend", "%s: this build has no CUDA backend", name);
+#endif
+    return vr_fail(VR_ERR_ARG, "backend",
+                   "unknown backend '%s' (known: cpu, cpu-im2col, cpu-onednn, cuda, cuda-tf32, cuda-bf16)",
+                   name);
 }
 
 void vr_backend_destroy(vr_backend *be)

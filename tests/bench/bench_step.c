@@ -7,9 +7,16 @@
  *   c  audio: 1-D ResNet-18 (48..384) on 1 s of 16 kHz waveform and ResNet-18 (1-channel stem)
  *      on its 64x101 log-mel in [0, 1], non-shared, expanders 2048-2048-2048, batch 64; the
  *      log-mel is computed inside the timed step, as the peer does
- * Optimiser as the peer: SGD momentum 0.9, weight decay 1e-6 on every tensor (lr 0.01; 1e-3 for b).
+ *   gpu ResNet-50, two 224x224 views, --batch pairs (64), expander 2048-8192-8192-8192, on the
+ *      --backend cuda, cuda-tf32 or cuda-bf16 (see tests/bench/gpu_bench.sh and its peer,
+ *      tests/bench/torch_gpu_peer.py); one batch uploaded once and reused, every step waited
+ *      for; the RESULT line adds the device memory the run took (cudaMemGetInfo after the steps
+ *      against before the model)
+ * Optimiser as the peer: SGD momentum 0.9, weight decay 1e-6 on every tensor (lr 0.01; 1e-3 for
+ * b and gpu).
  *
- * usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S] */
+ * usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S]
+ *        bench_step gpu [--backend NAME] [--batch N] [--warmup W] [--steps S] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +25,11 @@
 
 #include "vicreg/spectrogram.h"
 #include "vicreg/vicreg.h"
+#include "vr_config.h"
+
+#if VR_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 static double now(void)
 {
@@ -137,10 +149,94 @@ static int bench_audio(int threads, int warmup, int steps)
     return 0;
 }
 
+/* Config gpu: the ResNet-50 VICReg step of the GPU comparison on a CUDA backend. */
+static int bench_gpu(const char *backend, int n, int warmup, int steps)
+{
+#if VR_HAVE_CUDA
+    const int hw = 224;
+    vr_backend *be;
+    if (vr_backend_create(backend, 0, &be)) die("backend");
+    size_t free0, free1, total;
+    if (cudaMemGetInfo(&free0, &total) != cudaSuccess) die("cudaMemGetInfo");
+    vr_branch_config bc;
+    vr_branch_config_image(&bc, 50, "8192-8192-8192");
+    vr_model m;
+    if (vr_model_create(&m, be, 1, &bc) || vr_model_init(&m, 0)) die("model");
+    vr_optim_config oc;
+    vr_optim_config_default(&oc, VR_OPTIM_SGD);
+    oc.exclude_1d = 0;
+    vr_trainer t;
+    int h[1] = {hw}, w[1] = {hw};
+    if (vr_trainer_create(&t, &m, &oc, n, h, w)) die("trainer");
+    size_t in_count = (size_t)2 * n * 3 * hw * hw;
+    float *x = vr_alloc(in_count * sizeof(float)), *xd;
+    if (!x) die("input");
+    vr_rng rng;
+    vr_rng_seed(&rng, 0);
+    for (size_t i = 0; i < in_count; i++) x[i] = vr_rng_normal(&rng);
+    if (be->alloc(be, in_count * sizeof(float), &xd) || be->upload(be, xd, x, in_count))
+        die("input upload");
+    double *times = calloc((size_t)steps, sizeof *times);
+    double first = 0, last = 0;
+    for (int it = 0; it < warmup + steps; it++) {
+        const float *inputs[1] = {xd};
+        vr_vicreg_terms terms;
+        double t0 = now();
+        if (vr_trainer_step(&t, inputs, 1e-3f, &terms) || be->sync(be)) die("step");
+        double dt = now() - t0;
+        if (it == 0) first = terms.loss;
+        last = terms.loss;
+        if (it >= warmup) times[it - warmup] = dt;
+        fprintf(stderr, "  [gpu %s b%d] step %2d %s %7.4fs loss %.4f\n", backend, n, it,
+                it < warmup ? "warm" : "time", dt, terms.loss);
+    }
+    if (cudaMemGetInfo(&free1, &total) != cudaSuccess) die("cudaMemGetInfo");
+    double med = median(times, steps);
+    const char *prec = strcmp(backend, "cuda-bf16") == 0   ? "bf16"
+                       : strcmp(backend, "cuda-tf32") == 0 ? "tf32"
+                                                           : "fp32";
+    printf("RESULT {\"config\": \"gpu_resnet50_224px_b%d_%s\", \"side\": \"ours\", "
+           "\"backend\": \"%s\", \"batch_pairs\": %d, \"median_step_s\": %.5f, "
+           "\"min_step_s\": %.5f, \"max_step_s\": %.5f, \"pairs_per_s\": %.2f, "
+           "\"views_per_s\": %.2f, \"peak_mem_MB\": %.1f, \"model_MB\": %.1f, "
+           "\"loss_first\": %.4f, \"loss_last\": %.4f, \"warmup\": %d, \"steps\": %d}\n",
+           n, prec, backend, n, med, times[0], times[steps - 1], n / med, 2 * n / med,
+           (double)(free0 - free1) / (1 << 20), (double)vr_model_bytes(&m) / (1 << 20), first,
+           last, warmup, steps);
+    free(times);
+    vr_free(x);
+    be->free(be, xd);
+    vr_trainer_free(&t);
+    vr_model_free(&m);
+    vr_backend_destroy(be);
+    return 0;
+#else
+    (void)backend, (void)n, (void)warmup, (void)steps;
+    fprintf(stderr, "bench_step gpu: this build has no CUDA backend\n");
+    return 2;
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "gpu")) {
+        const char *backend = "cuda";
+        int batch = 64, warmup = 5, steps = 20;
+        for (int i = 2; i + 1 < argc; i += 2) {
+            if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
+            else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+            else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+            else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        }
+        if (batch < 2 || warmup < 0 || steps < 1) {
+            fprintf(stderr, "bench_step gpu: need --batch >= 2, --warmup >= 0, --steps >= 1\n");
+            return 2;
+        }
+        return bench_gpu(backend, batch, warmup, steps);
+    }
     if (argc < 2 || (strcmp(argv[1], "a") && strcmp(argv[1], "b") && strcmp(argv[1], "c"))) {
-        fprintf(stderr, "usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S]\n");
+        fprintf(stderr, "usage: bench_step a|b|c [--threads N] [--warmup W] [--steps S]\n"
+                        "       bench_step gpu [--backend NAME] [--batch N] [--warmup W] [--steps S]\n");
         return 2;
     }
     int cfg_a = argv[1][0] == 'a', cfg_c = argv[1][0] == 'c';

@@ -1,0 +1,317 @@
+/* Batch normalisation over (N,C,S) on the GPU: the training and evaluation forwards and the
+ * backward, with the fusions of ResNet blocks (residual added after the affine step, then
+ * ReLU), which cuDNN's batch norm does not offer in NCHW float32. The arithmetic is the CPU
+ * backend's batchnorm.c (PyTorch's): statistics in double, running statistics with the
+ * unbiased variance, y = (x - mean)*alpha + shift with alpha = gamma*invstd and
+ * shift = beta + (float mean - exact mean)*alpha, and the backward written around x - mean.
+ *
+ * Element k of channel ch (0 <= k < N*S) is x[(k / S)*C*S + ch*S + k % S]. Each channel's
+ * N*S elements are cut into chunks of equal length; one block reduces one chunk of one channel:
+ *   forward:  the chunk's mean, then its sum of squared deviations (the second pass finds the
+ *             chunk in cache), merged per channel in chunk order (Chan, Golub and LeVeque);
+ *   backward: sum g and sum g*(x - mean) of the masked gradient g, added in chunk order.
+ * A per-channel kernel then finishes the statistics and the coefficients of the elementwise
+ * pass, and one thread per element applies them. Every reduction has a fixed shape, so a
+ * given shape gives the same bits on every run. */
+#include "cuda.h"
+#include "reduce.cuh"
+
+/* Elements per chunk aimed at (32 per thread), and at most this many chunks per channel. */
+#define BN_CHUNK 8192
+#define BN_CHUNKS_MAX 1024
+
+static vr_status bn_check(int n, int c, int s, int train)
+{
+    if (n <= 0 || c <= 0 || s <= 0)
+        return vr_fail(VR_ERR_SHAPE, "batchnorm", "bad shape (%d,%d,%d)", n, c, s);
+    /* as PyTorch's "Expected more than 1 value per channel when training" */
+    if (train && (long long)n * s < 2)
+        return vr_fail(VR_ERR_SHAPE, "batchnorm",
+                       "training needs more than 1 value per channel, got (%d,%d,%d)", n, c, s);
+    /* channels are a grid dimension (at most 65535); the index within one is 32-bit */
+    if (c > 65535)
+        return vr_fail(VR_ERR_SHAPE, "batchnorm", "%d channels exceed 65535", c);
+    if ((long long)n * s >= (1LL << 31))
+        return vr_fail(VR_ERR_SHAPE, "batchnorm", "%lld values per channel exceed 2^31",
+                       (long long)n * s);
+    return VR_OK;
+}
+
+/* How a channel's m = N*S elements are cut: `chunks` of `len`, the last possibly shorter,
+ * none empty. */
+typedef struct bn_cut {
+    unsigned m, len, chunks;
+} bn_cut;
+
+static bn_cut bn_plan(int n, int s)
+{
+    bn_cut p;
+    p.m = (unsigned)n * (unsigned)s;
+    unsigned chunks = (p.m + BN_CHUNK - 1) / BN_CHUNK;
+    if (chunks > BN_CHUNKS_MAX) chunks = BN_CHUNKS_MAX;
+    p.len = (p.m + chunks - 1) / chunks;
+    p.chunks = (p.m + p.len - 1) / p.len;
+    return p;
+}
+
+/* Where element k of channel ch is. */
+static __device__ __forceinline__ size_t bn_at(unsigned k, int c, int s, int ch)
+{
+    unsigned i = k / (unsigned)s;
+    return ((size_t)i * c + ch) * s + (k - i * (unsigned)s);
+}
+
+/* grid (chunks, C): part[(ch*chunks + chunk)*2] = the chunk's mean, [+1] = its sum of squared
+ * deviations from that mean */
+static __global__ void bn_stats_k(bn_cut p, int c, int s, const float *x, double *part)
+{
+    __shared__ double sh[VR_CUDA_THREADS];
+    const int ch = blockIdx.y;
+    const unsigned k0 = blockIdx.x * p.len;
+    const unsigned k1 = k0 + p.len < p.m ? k0 + p.len : p.m;
+    double sum = 0.0;
+    for (unsigned k = k0 + threadIdx.x; k < k1; k += VR_CUDA_THREADS) sum += x[bn_at(k, c, s, ch)];
+    const double mean = vr_block_sum(sum, sh) / (double)(k1 - k0);
+    double dev = 0.0;
+    for (unsigned k = k0 + threadIdx.x; k < k1; k += VR_CUDA_THREADS) {
+        double d = x[bn_at(k, c, s, ch)] - mean;
+        dev += d * d;
+    }
+    dev = vr_block_sum(dev, sh);
+    if (threadIdx.x == 0) {
+        double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
+        o[0] = mean;
+        o[1] = dev;
+    }
+}
+
+/* What the training forward reads and writes per channel besides x and y. */
+typedef struct bn_train_args {
+    const float *gamma, *beta;                              /* (C) */
+    float *mean, *invstd, *running_mean, *running_var;      /* (C) */
+    float *alpha, *shift;                                   /* (C), scratch */
+    double momentum, eps;
+} bn_train_args;
+
+/* One thread per channel: merges the chunks in order, then as the CPU's bn_finish: saves mean
+ * and invstd, updates the running statistics, and gives the affine coefficients around the
+ * saved (float) mean. */
+static __global__ void bn_finish_k(bn_cut p, int c, const double *part, bn_train_args a)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
+        const double *q = part + (size_t)ch * p.chunks * 2;
+        double cnt = 0.0, mean = 0.0, m2 = 0.0;
+        for (unsigned j = 0; j < p.chunks; j++) {
+            unsigned k0 = j * p.len;
+            double nb = (double)((k0 + p.len < p.m ? k0 + p.len : p.m) - k0);
+            double delta = q[2 * j] - mean, tot = cnt + nb;
+            mean += delta * nb / tot;
+            m2 += q[2 * j + 1] + delta * delta * cnt * nb / tot;
+            cnt = tot;
+        }
+        double invstd = 1.0 / sqrt(m2 / cnt + a.eps);
+        double unbiased = m2 / (cnt - 1.0);
+        a.mean[ch] = (float)mean;
+        a.invstd[ch] = (float)invstd;
+        a.running_mean[ch] =
+            (float)((1.0 - a.momentum) * a.running_mean[ch] + a.momentum * mean);
+        a.running_var[ch] =
+            (float)((1.0 - a.momentum) * a.running_var[ch] + a.momentum * unbiased);
+        double al = (double)a.gamma[ch] * invstd;
+        a.alpha[ch] = (float)al;
+        a.shift[ch] = (float)(a.beta[ch] + ((double)a.mean[ch] - mean) * al);
+    }
+}
+
+/* evaluation: alpha = gamma / sqrt(running_var + eps); the shift is beta itself, since the
+ * running mean is held exactly */
+static __global__ void bn_eval_alpha_k(int c, const float *gamma, const float *rvar, double eps,
+                                       float *alpha)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x)
+        alpha[ch] = (float)(gamma[ch] / sqrt((double)rvar[ch] + eps));
+}
+
+/* y = relu?((x - m)*alpha + shift [+ res]) per element; v < 0 ? 0 : v lets NaN through */
+template <typename I>
+static __global__ void bn_apply_k(I total, int c, int s, const float *x, const float *res,
+                                  const float *m, const float *alpha, const float *shift,
+                                  int relu, float *y)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
+        const int ch = (int)((i / (I)s) % (I)c);
+        float v = fmaf(x[i] - m[ch], alpha[ch], shift[ch]);
+        if (res) v += res[i];
+        y[i] = relu && v < 0.0f ? 0.0f : v;
+    }
+}
+
+/* grid (chunks, C): g = dy masked by y_relu > 0 (copied to dres when given);
+ * part[(ch*chunks + chunk)*2] = sum g, [+1] = sum g*(x - mean) */
+static __global__ void bn_grad_sums_k(bn_cut p, int c, int s, const float *dy,
+                                      const float *y_relu, const float *x, const float *mean,
+                                      float *dres, double *part)
+{
+    __shared__ double sh[VR_CUDA_THREADS];
+    const int ch = blockIdx.y;
+    const unsigned k0 = blockIdx.x * p.len;
+    const unsigned k1 = k0 + p.len < p.m ? k0 + p.len : p.m;
+    const double mu = mean[ch];
+    double sg = 0.0, sgx = 0.0;
+    for (unsigned k = k0 + threadIdx.x; k < k1; k += VR_CUDA_THREADS) {
+        const size_t o = bn_at(k, c, s, ch);
+        float g = dy[o];
+        if (y_relu && !(y_relu[o] > 0.0f)) g = 0.0f;
+        if (dres) dres[o] = g;
+        sg += g;
+        sgx += (double)g * ((double)x[o] - mu);
+    }
+    sg = vr_block_sum(sg, sh);
+    sgx = vr_block_sum(sgx, sh);
+    if (threadIdx.x == 0) {
+        double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
+        o[0] = sg;
+        o[1] = sgx;
+    }
+}
+
+/* One thread per channel: the sums over chunks in order; dbeta += sum g, dgamma += invstd *
+ * sum g(x - mean); the coefficients of dx = a*(g - ((x - mean)*k + gm)). */
+static __global__ void bn_grad_finish_k(bn_cut p, int c, const double *part, const float *gamma,
+                                        const float *invstd, float *dgamma, float *dbeta,
+                                        float *a, float *gm, float *k)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
+        const double *q = part + (size_t)ch * p.chunks * 2;
+        double sg = 0.0, sgx = 0.0;
+        for (unsigned j = 0; j < p.chunks; j++) {
+            sg += q[2 * j];
+            sgx += q[2 * j + 1];
+        }
+        const double is = invstd[ch], count = (double)p.m;
+        dbeta[ch] += (float)sg;
+        dgamma[ch] += (float)(sgx * is);
+        a[ch] = (float)(gamma[ch] * is);
+        gm[ch] = (float)(sg / count);
+        k[ch] = (float)(sgx * is * is / count);
+    }
+}
+
+/* dx = a*(g - fmaf(x - mean, k, gm)) with g the masked dy; dx may alias dy */
+template <typename I>
+static __global__ void bn_grad_apply_k(I total, int c, int s, const float *dy,
+                                       const float *y_relu, const float *x, const float *mean,
+                                       const float *a, const float *gm, const float *k,
+                                       float *dx)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
+        const int ch = (int)((i / (I)s) % (I)c);
+        float g = dy[i];
+        if (y_relu && !(y_relu[i] > 0.0f)) g = 0.0f;
+        dx[i] = a[ch] * (g - fmaf(x[i] - mean[ch], k[ch], gm[ch]));
+    }
+}
+
+static size_t align256(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+
+/* Scratch of one call: the partial sums (C, chunks, 2) and three per-channel float arrays. */
+typedef struct bn_work {
+    double *part;
+    float *f[3];
+} bn_work;
+
+static vr_status bn_scratch(vr_backend *be, int c, const bn_cut *p, bn_work *w)
+{
+    size_t part_bytes = align256((size_t)c * p->chunks * 2 * sizeof(double));
+    size_t coef_bytes = align256((size_t)c * sizeof(float));
+    void *base;
+    VR_TRY(vr_cuda_scratch(be, part_bytes + 3 * coef_bytes, &base));
+    char *b = (char *)base;
+    w->part = (double *)b;
+    for (int i = 0; i < 3; i++) w->f[i] = (float *)(b + part_bytes + i * coef_bytes);
+    return VR_OK;
+}
+
+/* The elementwise pass, with 32-bit indices where they suffice (cheaper division). */
+static vr_status bn_apply(cudaStream_t st, int n, int c, int s, const float *x, const float *res,
+                          const float *m, const float *alpha, const float *shift, int relu,
+                          float *y)
+{
+    const size_t total = (size_t)n * c * s;
+    const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);
+    if (total < (1u << 31))
+        bn_apply_k<unsigned><<<blocks, VR_CUDA_THREADS, 0, st>>>((unsigned)total, c, s, x, res, m,
+                                                                alpha, shift, relu, y);
+    else
+        bn_apply_k<size_t><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, x, res, m, alpha,
+                                                              shift, relu, y);
+    return vr_cuda_launched("bn_apply_k");
+}
+
+extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, int n, int c, int s,
+                                              const float *x, const float *gamma,
+                                              const float *beta, const float *residual, int relu,
+                                              float *y, float *mean, float *invstd,
+                                              float *running_mean, float *running_var,
+                                              float momentum, float eps)
+{
+    VR_TRY(bn_check(n, c, s, 1));
+    const bn_cut p = bn_plan(n, s);
+    bn_work w;
+    VR_TRY(bn_scratch(be, c, &p, &w));
+    float *alpha = w.f[0], *shift = w.f[1];
+    cudaStream_t st = vr_cuda(be)->stream;
+    bn_stats_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(p, c, s, x, w.part);
+    VR_TRY(vr_cuda_launched("bn_stats_k"));
+    bn_train_args a = {gamma, beta, mean, invstd, running_mean, running_var, alpha, shift,
+                       (double)momentum, (double)eps};
+    bn_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, a);
+    VR_TRY(vr_cuda_launched("bn_finish_k"));
+    return bn_apply(st, n, c, s, x, residual, mean, alpha, shift, relu, y);
+}
+
+extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s, const float *x,
+                                             const float *gamma, const float *beta,
+                                             const float *residual, int relu, float *y,
+                                             const float *running_mean,
+                                             const float *running_var, float eps)
+{
+    VR_TRY(bn_check(n, c, s, 0));
+    const bn_cut p = bn_plan(n, s);
+    bn_work w;
+    VR_TRY(bn_scratch(be, c, &p, &w));
+    float *alpha = w.f[0];
+    cudaStream_t st = vr_cuda(be)->stream;
+    bn_eval_alpha_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(c, gamma, running_var,
+                                                                   (double)eps, alpha);
+    VR_TRY(vr_cuda_launched("bn_eval_alpha_k"));
+    return bn_apply(st, n, c, s, x, residual, running_mean, alpha, beta, relu, y);
+}
+
+extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, int n, int c, int s, const float *dy,
+                                         const float *y_relu, const float *x, const float *gamma,
+                                         const float *mean, const float *invstd, float *dx,
+                                         float *dgamma, float *dbeta, float *dres)
+{
+    VR_TRY(bn_check(n, c, s, 1));
+    const bn_cut p = bn_plan(n, s);
+    bn_work w;
+    VR_TRY(bn_scratch(be, c, &p, &w));
+    float *a = w.f[0], *gm = w.f[1], *k = w.f[2];
+    cudaStream_t st = vr_cuda(be)->stream;
+    bn_grad_sums_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(
+        p, c, s, dy, y_relu, x, mean, dres, w.part);
+    VR_TRY(vr_cuda_launched("bn_grad_sums_k"));
+    bn_grad_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, gamma, invstd,
+                                                                    dgamma, dbeta, a, gm, k);
+    VR_TRY(vr_cuda_launched("bn_grad_finish_k"));
+    const size_t total = (size_t)n * c * s;
+    const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);
+    if (total < (1u << 31))
+        bn_grad_apply_k<unsigned><<<blocks, VR_CUDA_THREADS, 0, st>>>(
+            (unsigned)total, c, s, dy, y_relu, x, mean, a, gm, k, dx);
+    else
+        bn_grad_apply_k<size_t><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, dy, y_relu, x,
+                                                                   mean, a, gm, k, dx);
+    return vr_cuda_launched("bn_grad_apply_k");
+}

@@ -1,0 +1,157 @@
+/* Pooling on the GPU: max pooling with saved argmax (PyTorch's semantics, as the CPU backend's
+ * pool.c) and global average pooling.
+ *
+ * cuDNN's pooling backward wants x and y instead of an argmax, so both directions are kernels
+ * of our own. The max-pool backward gathers instead of scattering: each input position sums the
+ * gradients of the windows whose argmax it is, visiting them in the order the CPU adds them
+ * (row-major over the outputs), so it needs no atomics and gives the CPU's bits. */
+#include "cuda.h"
+#include "reduce.cuh"
+
+#include <math.h>
+
+/* as the CPU: padding at most half the kernel, so every window holds a real element */
+static vr_status check_maxpool(const vr_window *d)
+{
+    if (d->c_out != d->c_in || 2 * d->ph > d->kh || 2 * d->pw > d->kw)
+        return vr_fail(VR_ERR_SHAPE, "maxpool",
+                       "channels %d->%d must match and padding %dx%d be at most half the "
+                       "kernel %dx%d", d->c_in, d->c_out, d->ph, d->pw, d->kh, d->kw);
+    return VR_OK;
+}
+
+/* one thread per output element (N,C,OH,OW) */
+static __global__ void maxpool_forward_k(vr_window d, size_t total, const float *x, float *y,
+                                         int32_t *argmax)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int ow = (int)(i % d.w_out);
+        const size_t t = i / d.w_out;
+        const int oh = (int)(t % d.h_out);
+        const size_t plane = t / d.h_out;
+        const float *xp = x + plane * d.h_in * d.w_in;
+        /* the window clipped to the plane: padding is -inf and can never win */
+        int h0 = oh * d.sh - d.ph, h1 = h0 + d.kh;
+        int w0 = ow * d.sw - d.pw, w1 = w0 + d.kw;
+        if (h0 < 0) h0 = 0;
+        if (h1 > d.h_in) h1 = d.h_in;
+        if (w0 < 0) w0 = 0;
+        if (w1 > d.w_in) w1 = d.w_in;
+        /* the first maximum in row-major order wins; a NaN wins and propagates */
+        float best = -INFINITY;
+        int at = h0 * d.w_in + w0;
+        for (int ih = h0; ih < h1; ih++)
+            for (int iw = w0; iw < w1; iw++) {
+                float v = xp[ih * d.w_in + iw];
+                if (v > best || isnan(v)) {
+                    best = v;
+                    at = ih * d.w_in + iw;
+                }
+            }
+        y[i] = best;
+        argmax[i] = at;
+    }
+}
+
+/* First and last output index along one axis whose window covers input position `in`:
+ * o*stride - pad <= in < o*stride - pad + k, clipped to [0, out). */
+static __device__ __forceinline__ void covering(int in, int k, int stride, int pad, int out,
+                                                int *lo, int *hi)
+{
+    int a = in + pad - k + 1; /* o*stride >= a */
+    *lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int h = (in + pad) / stride;
+    *hi = h < out - 1 ? h : out - 1;
+}
+
+/* one thread per input element (N,C,H,W) */
+static __global__ void maxpool_backward_k(vr_window d, size_t total, const float *dy,
+                                          const int32_t *argmax, float *dx)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int iw = (int)(i % d.w_in);
+        const size_t t = i / d.w_in;
+        const int ih = (int)(t % d.h_in);
+        const size_t plane = t / d.h_in;
+        const size_t ohw = (size_t)d.h_out * d.w_out;
+        const float *dyp = dy + plane * ohw;
+        const int32_t *ap = argmax + plane * ohw;
+        const int32_t me = ih * d.w_in + iw;
+        int oh0, oh1, ow0, ow1;
+        covering(ih, d.kh, d.sh, d.ph, d.h_out, &oh0, &oh1);
+        covering(iw, d.kw, d.sw, d.pw, d.w_out, &ow0, &ow1);
+        float g = 0.0f;
+        for (int oh = oh0; oh <= oh1; oh++)
+            for (int ow = ow0; ow <= ow1; ow++) {
+                int o = oh * d.w_out + ow;
+                if (ap[o] == me) g += dyp[o];
+            }
+        dx[i] = g;
+    }
+}
+
+/* one warp per plane of s floats: y = mean, summed in double */
+static __global__ void avgpool_forward_k(size_t planes, int s, const float *x, float *y)
+{
+    const unsigned lane = threadIdx.x % 32;
+    const size_t warps = (size_t)gridDim.x * blockDim.x / 32;
+    for (size_t pl = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; pl < planes;
+         pl += warps) {
+        const float *xp = x + pl * s;
+        double sum = 0.0;
+        for (int j = (int)lane; j < s; j += 32) sum += xp[j];
+        for (int off = 16; off > 0; off /= 2) sum += __shfl_down_sync(0xffffffffu, sum, off);
+        if (lane == 0) y[pl] = (float)(sum / s);
+    }
+}
+
+static __global__ void avgpool_backward_k(size_t total, int s, const float *dy, float *dx)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = dy[i / s] / (float)s;
+}
+
+extern "C" vr_status vr_cuda_maxpool_forward(vr_backend *be, const vr_window *d, const float *x,
+                                             float *y, int32_t *argmax)
+{
+    VR_TRY(check_maxpool(d));
+    size_t total = (size_t)d->n * d->c_in * d->h_out * d->w_out;
+    maxpool_forward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                        vr_cuda(be)->stream>>>(*d, total, x, y, argmax);
+    return vr_cuda_launched("maxpool_forward_k");
+}
+
+extern "C" vr_status vr_cuda_maxpool_backward(vr_backend *be, const vr_window *d,
+                                              const float *dy, const int32_t *argmax, float *dx)
+{
+    VR_TRY(check_maxpool(d));
+    size_t total = (size_t)d->n * d->c_in * d->h_in * d->w_in;
+    maxpool_backward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                         vr_cuda(be)->stream>>>(*d, total, dy, argmax, dx);
+    return vr_cuda_launched("maxpool_backward_k");
+}
+
+extern "C" vr_status vr_cuda_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x,
+                                             float *y)
+{
+    if (n < 1 || c < 1 || s < 1)
+        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    size_t planes = (size_t)n * c;
+    avgpool_forward_k<<<vr_cuda_blocks(planes * 32, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                        vr_cuda(be)->stream>>>(planes, s, x, y);
+    return vr_cuda_launched("avgpool_forward_k");
+}
+
+extern "C" vr_status vr_cuda_avgpool_backward(vr_backend *be, int n, int c, int s,
+                                              const float *dy, float *dx)
+{
+    if (n < 1 || c < 1 || s < 1)
+        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    size_t total = (size_t)n * c * s;
+    avgpool_backward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                         vr_cuda(be)->stream>>>(total, s, dy, dx);
+    return vr_cuda_launched("avgpool_backward_k");
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU comparison in one command: builds the toolkit with CUDA, runs the backend parity suite
+# (it must not skip), then ResNet-50 224x224 VICReg training steps at batch 64 and 128 in
+# float32, TF32 and bfloat16, ours (bench_step gpu) and PyTorch's (torch_gpu_peer.py) in
+# alternating runs on the same GPU, and prints a table of pairs/s (images/s; each image gives
+# two views), peak device memory and the ratios of the medians.
+#
+#   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR]      (defaults: 3, build-gpu)
+#   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
+#                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1
+# Logs of every run go to BUILD_DIR/gpu-bench/. Needs meson, ninja, a C compiler, the CUDA
+# toolkit with cuDNN and the libraries of .ci/deps; PyTorch with CUDA for the peer.
+set -euo pipefail
+rounds=${1:-3}
+build=${2:-build-gpu}
+cd "$(dirname "$0")/../.."
+here=tests/bench
+batches=${BATCHES:-64 128}
+precisions=${PRECISIONS:-fp32 tf32 bf16}
+steps=${STEPS:-20}
+warmup=${WARMUP:-5}
+
+for tool in meson ninja nvcc; do
+  command -v "$tool" >/dev/null || { echo "gpu_bench: $tool not found" >&2; exit 2; }
+done
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  for cand in python3 /usr/bin/python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+      py=$cand
+      break
+    fi
+  done
+fi
+[ -n "$py" ] || { echo "gpu_bench: no python3 whose torch sees a CUDA device (set PYTHON=)" >&2; exit 2; }
+
+echo "== build ($build)"
+[ -d "$build" ] || meson setup "$build" --buildtype=release -Dcuda=enabled
+ninja -C "$build" tests/bench/bench_step tests/test_backend_parity
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+"$py" -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
+
+logs=$build/gpu-bench
+mkdir -p "$logs"
+if [ "${SKIP_PARITY:-0}" != 1 ]; then
+  echo "== parity: every op and a training step on cuda, cuda-tf32, cuda-bf16 against cpu"
+  if VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$build/tests/test_backend_parity" >"$logs/parity.log" 2>&1; then
+    echo "parity: passed ($logs/parity.log)"
+  else
+    echo "parity: FAILED; the failures:"
+    grep -E "FAILED|no CUDA|Error|error" "$logs/parity.log" | head -40
+    echo "(whole log: $logs/parity.log; the benchmark goes on)"
+  fi
+fi
+
+backend_of() { case $1 in fp32) echo cuda ;; tf32) echo cuda-tf32 ;; bf16) echo cuda-bf16 ;; esac; }
+result() { sed -n 's/^RESULT //p' "$1" | tail -n 1; }
+results=$logs/results.jsonl
+: >"$results"
+echo "== steps: $steps timed after $warmup warm-up, $rounds alternating rounds per row"
+for b in $batches; do
+  for p in $precisions; do
+    for r in $(seq "$rounds"); do
+      log=$logs/ours_b${b}_${p}_$r.log
+      if "$build/tests/bench/bench_step" gpu --backend "$(backend_of "$p")" --batch "$b" \
+           --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
+        result "$log" >>"$results"
+        echo "b$b $p round $r ours : $(result "$log" | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")')"
+      else
+        echo "b$b $p round $r ours : failed, see $log"; tail -n 3 "$log"
+      fi
+      log=$logs/torch_b${b}_${p}_$r.log
+      if "$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup "$warmup" \
+           --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
+        result "$log" >>"$results"
+        echo "b$b $p round $r torch: $(result "$log" | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")')"
+      else
+        echo "b$b $p round $r torch: failed, see $log"; tail -n 3 "$log"
+      fi
+    done
+  done
+done
+
+echo "== table (medians over rounds; ratio = ours / torch)"
+"$py" - "$results" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault(r["config"], {}).setdefault(r["side"], []).append(r)
+gpu = next((r["gpu"] for v in rows.values() for r in v.get("torch", [])), "?")
+print(f"GPU: {gpu}")
+print(f"{'config':34s} {'ours pairs/s':>13s} {'torch pairs/s':>14s} {'ratio':>6s} "
+      f"{'ours MB':>9s} {'torch MB':>9s}")
+for cfg in sorted(rows, key=lambda c: (int(c.split("_b")[1].split("_")[0]), c)):
+    o, t = rows[cfg].get("ours", []), rows[cfg].get("torch", [])
+    med = lambda v, k: statistics.median(x[k] for x in v) if v else float("nan")
+    op, tp = med(o, "pairs_per_s"), med(t, "pairs_per_s")
+    ratio = op / tp if o and t else float("nan")
+    print(f"{cfg:34s} {op:13.1f} {tp:14.1f} {ratio:6.2f} {med(o, 'peak_mem_MB'):9.0f} "
+          f"{med(t, 'peak_mem_MB'):9.0f}")
+print("MB: ours = device memory the run took (cudaMemGetInfo, after the steps, against before"
+      " the model); torch = torch.cuda.max_memory_reserved()")
+PY
