@@ -65,18 +65,11 @@ static uint64_t derive_seed(uint64_t seed, uint64_t purpose)
 }
 enum { SEED_VIEWS = 1, SEED_SHUFFLE = 2 };
 
-/* perm (N): the data order of `epoch`, a Fisher-Yates shuffle seeded from (seed, epoch). */
+/* perm (N): the data order of `epoch`, a Fisher-Yates shuffle seeded from (seed, epoch), the
+ * order the image loader takes too. */
 static void shuffle(int *perm, int n, uint64_t seed, long epoch)
 {
-    vr_rng r;
-    vr_rng_seed_stream(&r, seed, (uint64_t)epoch);
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)vr_rng_below(&r, (uint64_t)i + 1);
-        int t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    vr_rng_permutation(perm, n, seed, (uint64_t)epoch);
 }
 
 typedef struct train_args {
