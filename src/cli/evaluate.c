@@ -1,5 +1,6 @@
 /* The evaluation of a model on its recipe's data: frozen features of the training and test
- * splits (featurize.h), then for each branch's representation
+ * splits (featurize.h; a folder's images that do not decode left out), then for each branch's
+ * representation
  *   k-NN        weighted k-NN top-1/top-5 of test rows against training rows ([eval] k, T)
  *   linear      a linear probe trained on the training rows, top-1 on the test rows ([eval]
  *               linear: none, adam as the audio peer, or sgd as the VICReg protocol)
@@ -9,7 +10,8 @@
  *               spectrogram embeddings
  * beside the log-mel baseline (each clip's log-mel averaged over time: k-NN, linear,
  * retrieval), which involves no training. Printed, and written as one JSON object whose keys
- * follow the audio peer's (knn_wave, lin_spec, ret_map_wave, xmodal_r1, ...). */
+ * follow the audio peer's (knn_wave, lin_spec, ret_map_wave, xmodal_r1, ...). `vicreg eval
+ * linear` runs the linear probe alone, with a protocol it is given (vr_cli_evaluate_linear). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>

@@ -75,7 +75,7 @@ static const key_def keys[] = {
     STR("data", "train_labels", train_labels, "IDX labels (N)"),
     STR("data", "test_images", test_images, "IDX images of the k-NN test split"),
     STR("data", "test_labels", test_labels, "IDX labels of the k-NN test split"),
-    NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "first N training samples; 0: all"),
+    NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "N training samples (folder: spread); 0: all"),
     STR("data", "manifest", manifest, "audio: CSV with a header row (path, label, split)"),
     STR("data", "train_folder", train_folder, "folder, or audio without a manifest: one sub-folder per class"),
     STR("data", "test_folder", test_folder, "folder, or audio without a manifest: the evaluation split"),
@@ -183,8 +183,8 @@ static const key_def keys[] = {
 
     NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
-    NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "first N training samples; 0: all"),
-    NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "first N test samples; 0: all"),
+    NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "N training samples (folder: spread); 0: all"),
+    NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "N test samples (folder: spread); 0: all"),
     NUM("eval", "batch", K_INT, eval_batch, 1, 1e6, "samples per forward pass"),
     NUM("eval", "linear", K_PROBE, eval_linear, 0, 0, "linear probe: none, adam (full batch) or sgd"),
 };
