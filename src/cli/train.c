@@ -467,8 +467,9 @@ static int train(run *u, const train_args *a)
     vr_cli_report_skipped(&u->train);
     if (ls != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
-    u->perm = vr_alloc((size_t)u->train.n * sizeof(int));
-    if (!u->perm) return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
+    /* a folder's loader keeps the data order itself */
+    if (r->kind != VR_DATA_FOLDER && !(u->perm = vr_alloc((size_t)u->train.n * sizeof(int))))
+        return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
     for (int b = 0; b < u->train.nbranches; b++) {
         size_t bytes = u->train.step_floats[b] * sizeof(float);
         /* a folder's loader has batch buffers of its own */
