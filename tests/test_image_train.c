@@ -14,6 +14,7 @@
  *   test image of 12: the passes batch the rows differently); vicreg eval
  *   linear with --epochs and --lr reports them back, top-5 of 3 classes is 1 exactly, the best
  *   epoch is at least the last; bad arguments are usage errors.
+ * - The folder kind's recipe keys resolve, round-trip and refuse bad values by name.
  * - The ImageNet recipes' dry runs without the data: every shared/SPEC.md value in the resolved
  *   recipe, the parameter counts of ResNet-50 (23,508,032 without fc, as torchvision's) and
  *   the 2048-8192-8192-8192 expander (151,044,096), steps per epoch for the assumed 1,281,167
@@ -447,6 +448,54 @@ static void test_dry_run_imagenet(void)
     free(err);
 }
 
+/* The folder kind's recipe keys: [image_views] size, mean and std reach both views and the
+ * evaluation input, per-view keys reach their view only, the text round-trips, the branch takes
+ * 3 channels; bad values are named. */
+static void test_recipe_folder(void)
+{
+    const char *text = "[data]\nkind = folder\ntrain_folder = x/train\n[image_views]\nsize = 32\n"
+                       "mean = 0.5, 0.25,0.125\nstd = 0.2,0.2,0.2\nblur_p2 = 0.3\nsolarize_threshold1 = 100\n"
+                       "eval_crop_fraction = 0.5\n";
+    vr_recipe r, back;
+    TU_OK(vr_recipe_load_text(&r, text, "folder.ini", NULL, 0));
+    CU_ASSERT_EQUAL(r.kind, VR_DATA_FOLDER);
+    const vr_image_view_config *v = r.image_views.view;
+    CU_ASSERT(v[0].size == 32 && v[1].size == 32 && r.image_eval.size == 32);
+    CU_ASSERT(v[1].mean[0] == 0.5f && v[1].mean[1] == 0.25f && v[1].mean[2] == 0.125f);
+    CU_ASSERT(r.image_eval.mean[2] == 0.125f && r.image_eval.std[0] == 0.2f && v[1].std[1] == 0.2f);
+    CU_ASSERT(v[0].blur_p == 1.0f && v[1].blur_p == 0.3f);
+    CU_ASSERT(v[0].solarize_threshold == 100 && v[1].solarize_threshold == 128);
+    CU_ASSERT(r.image_eval.crop_fraction == 0.5f);
+    char *canon = vr_recipe_format(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(canon);
+    TU_OK(vr_recipe_load_text(&back, canon, "resolved", NULL, 0));
+    CU_ASSERT(memcmp(&r.image_views, &back.image_views, sizeof r.image_views) == 0);
+    CU_ASSERT(memcmp(&r.image_eval, &back.image_eval, sizeof r.image_eval) == 0);
+    free(canon);
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    CU_ASSERT_EQUAL(vr_recipe_branches(&r, bc), 1);
+    CU_ASSERT_EQUAL(bc[0].encoder.in_channels, 3);
+
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"[data]\nkind = folder\ntrain_folder = x\n[image_views]\nmean = 0.1,0.2\n", "three numbers"},
+        {"[data]\nkind = folder\ntrain_folder = x\n[image_views]\nstd = 0.1,0,0.1\n", "three numbers"},
+        {"[data]\nkind = folder\ntrain_folder = x\n[image_views]\nhue2 = 0.6\n", "hue2"},
+        {"[data]\nkind = folder\ntrain_folder = x\n[image_views]\nscale_min1 = 0.9\nscale_max1 = 0.5\n",
+         "view 1: bad crop scale"},
+        {"[data]\nkind = folder\n", "needs [data] train_folder"},
+        {"[data]\nkind = folders\n", "idx, audio, folder"},
+        {"[data]\nkind = folder\ntrain_folder = x\nprefetch = 1\n", "prefetch"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CU_ASSERT_EQUAL(vr_recipe_load_text(&r, bad[i].text, "bad.ini", NULL, 0), VR_ERR_ARG);
+        int named = strstr(vr_last_error(), bad[i].says) != NULL;
+        if (!named) fprintf(stderr, "\n  case %zu: '%s' does not say '%s'\n", i, vr_last_error(), bad[i].says);
+        CU_ASSERT(named);
+    }
+}
+
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -469,6 +518,7 @@ int main(int argc, char **argv)
         {"kill_and_resume", test_kill_and_resume},
         {"eval_commands", test_eval_commands},
         {"dry_run_imagenet", test_dry_run_imagenet},
+        {"recipe_folder", test_recipe_folder},
         {NULL, NULL},
     };
     int rc = tu_main("image_train", tests);
