@@ -823,6 +823,77 @@ static void test_config_check(void)
     }
 }
 
+/* CASES of make_image_eval_fixtures.py: file, S, crop fraction. */
+static const struct {
+    const char *file;
+    int size;
+    float fraction;
+} EVAL_CASES[] = {
+    {"big.jpg", 64, 0.875f}, {"rgb.png", 32, 1.0f}, {"rgb420.jpg", 56, 0.875f}, {"rgb.png", 47, 1.0f},
+    {"gray.jpg", 24, 0.75f},
+};
+
+/* The evaluation input against torchvision's Resize(R) -> CenterCrop(S) -> ToTensor ->
+ * Normalize: the bilinear resize byte for byte (atol 0), the tensor within 1e-6 + 0 * |ref|
+ * (the float rounding of the last step, as to_tensor). */
+static void test_eval_input(void)
+{
+    vr_safetensors *st = tu_open_fixture("image_eval.safetensors");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    vr_image_decoder *d;
+    TU_OK(vr_image_decoder_create(&d));
+    vr_image_views_work *w;
+    TU_OK(vr_image_views_work_create(&w));
+    vr_image im = {0}, resized = {0};
+    vr_image_scratch s = {0};
+    for (int k = 0; k < (int)(sizeof EVAL_CASES / sizeof EVAL_CASES[0]); k++) {
+        vr_image_eval_config c;
+        vr_image_eval_config_default(&c);
+        c.size = EVAL_CASES[k].size;
+        c.crop_fraction = EVAL_CASES[k].fraction;
+        int n = 3 * c.size * c.size;
+        float *got = malloc((size_t)n * sizeof(float)), *from_file = malloc((size_t)n * sizeof(float)),
+              *ref = malloc((size_t)n * sizeof(float));
+        uint8_t *work8 = malloc((size_t)c.size * c.size * 3);
+        CU_ASSERT_FATAL(got && from_file && ref && work8);
+        TU_OK(vr_image_read(d, image_path(EVAL_CASES[k].file), 0, 0, &im));
+        TU_OK(vr_image_eval_apply(&c, im.data, im.h, im.w, &resized, work8, &s, got));
+        char name[32];
+        snprintf(name, sizeof name, "resize.%d", k);
+        const uint8_t *want = u8_fixture(st, name, resized.h, resized.w);
+        CU_ASSERT(same_bytes(resized.data, want, (size_t)resized.h * resized.w * 3, name));
+        snprintf(name, sizeof name, "eval.%d", k);
+        TU_OK(vr_st_read_f32(st, name, 3, (const int64_t[]){3, c.size, c.size}, ref));
+        CU_ASSERT(tu_close(got, ref, (size_t)n, 1e-6, 0.0, name));
+        TU_OK(vr_image_eval_file(&c, w, image_path(EVAL_CASES[k].file), from_file));
+        CU_ASSERT(memcmp(got, from_file, (size_t)n * sizeof(float)) == 0);
+        free(got);
+        free(from_file);
+        free(ref);
+        free(work8);
+    }
+    /* R = round(S / f), halves to even: 224 / 0.875 = 256, 5 / 0.4 = 12.5 -> 12 */
+    vr_image_eval_config c;
+    vr_image_eval_config_default(&c);
+    CU_ASSERT_EQUAL(vr_image_eval_resize_side(&c), 256);
+    c.size = 5;
+    c.crop_fraction = 0.4f;
+    CU_ASSERT_EQUAL(vr_image_eval_resize_side(&c), 12); /* 12.5 -> 12 */
+    c.crop_fraction = 1.5f;
+    CU_ASSERT_EQUAL(vr_image_eval_config_check(&c), VR_ERR_ARG);
+    CU_ASSERT_EQUAL(vr_image_eval_file(&c, w, image_path("rgb.png"), NULL), VR_ERR_ARG);
+    vr_image_eval_config_default(&c);
+    static float sink[3 * 224 * 224];
+    CU_ASSERT_EQUAL(vr_image_eval_file(&c, w, image_path("truncated.jpg"), sink), VR_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "truncated.jpg"));
+    vr_image_free(&im);
+    vr_image_free(&resized);
+    vr_image_scratch_free(&s);
+    vr_image_views_work_free(w);
+    vr_image_decoder_free(d);
+    vr_st_close(st);
+}
+
 int main(void)
 {
     static const tu_test tests[] = {
@@ -842,6 +913,7 @@ int main(void)
         {"pair", test_pair},
         {"pair_dct_scaling", test_pair_dct_scaling},
         {"config_check", test_config_check},
+        {"eval_input", test_eval_input},
         {NULL, NULL},
     };
     return tu_main("image", tests);

@@ -1,7 +1,8 @@
 /* The geometric operations of the image views: Pillow's bicubic resize (of a crop, or of a box
- * of the image) and the horizontal flip (see include/vicreg/image_ops.h). The resize repeats Pillow 9's
- * libImaging/Resample.c step for step: the same weights in double, rounded to the same 22-bit
- * integers, the same 8-bit rounding between the passes. */
+ * of the image), its bilinear resize (the evaluation input) and the horizontal flip (see
+ * include/vicreg/image_ops.h). The resize repeats Pillow 9's libImaging/Resample.c step for
+ * step: the same weights in double, rounded to the same 22-bit integers, the same 8-bit rounding
+ * between the passes. */
 #include <math.h>
 #include <string.h>
 
@@ -11,7 +12,6 @@
 /* 32-bit accumulators hold 8-bit samples times weights that may sum past 1 or below 0: two
  * bits of headroom, as Pillow. */
 #define PRECISION_BITS (32 - 8 - 2)
-#define BICUBIC_SUPPORT 2.0
 
 void vr_image_scratch_free(vr_image_scratch *s)
 {
@@ -20,7 +20,7 @@ void vr_image_scratch_free(vr_image_scratch *s)
 }
 
 /* Keys' cubic convolution with a = -0.5, Pillow's BICUBIC filter. */
-static inline double bicubic(double x)
+static double bicubic(double x)
 {
     const double a = -0.5;
     if (x < 0.0) x = -x;
@@ -29,22 +29,39 @@ static inline double bicubic(double x)
     return 0.0;
 }
 
+/* The triangle, Pillow's BILINEAR filter. */
+static double bilinear(double x)
+{
+    if (x < 0.0) x = -x;
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+/* A resampling filter: its kernel and its support in input samples at scale 1 (Pillow's
+ * struct filter). */
+typedef struct filter {
+    double (*fn)(double x);
+    double support;
+} filter;
+
+static const filter BICUBIC = {bicubic, 2.0}, BILINEAR = {bilinear, 1.0};
+
 /* Taps per output sample when the span [in0, in1) becomes out_size samples: the filter's
  * support grows with the downscale factor. */
-static int taps(float in0, float in1, int out_size)
+static int taps(const filter *f, float in0, float in1, int out_size)
 {
     double scale = (double)(in1 - in0) / out_size;
-    return (int)ceil(BICUBIC_SUPPORT * (scale < 1.0 ? 1.0 : scale)) * 2 + 1;
+    return (int)ceil(f->support * (scale < 1.0 ? 1.0 : scale)) * 2 + 1;
 }
 
 /* Pillow's precompute_coeffs and normalize_coeffs_8bpc for the span [in0, in1) of a line of
  * in_size samples: for output sample i, bounds[2i] is the first input sample and bounds[2i+1]
  * how many follow, and k (out_size, ksize) their fixed-point weights; w (ksize) scratch. */
-static void coeffs(int in_size, float in0, float in1, int out_size, int ksize, int *bounds, int32_t *k, double *w)
+static void coeffs(const filter *f, int in_size, float in0, float in1, int out_size, int ksize, int *bounds,
+                   int32_t *k, double *w)
 {
     double scale = (double)(in1 - in0) / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = BICUBIC_SUPPORT * filterscale, ss = 1.0 / filterscale;
+    double support = f->support * filterscale, ss = 1.0 / filterscale;
     for (int xx = 0; xx < out_size; xx++) {
         double center = in0 + (xx + 0.5) * scale, ww = 0.0;
         int xmin = (int)(center - support + 0.5); /* truncation, as Pillow's "round" */
@@ -53,7 +70,7 @@ static void coeffs(int in_size, float in0, float in1, int out_size, int ksize, i
         if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         for (int x = 0; x < xmax; x++) {
-            w[x] = bicubic((x + xmin - center + 0.5) * ss);
+            w[x] = f->fn((x + xmin - center + 0.5) * ss);
             ww += w[x];
         }
         int32_t *kk = k + (size_t)xx * ksize;
@@ -127,9 +144,9 @@ static void pass_vertical(const uint8_t *in, size_t in_stride, int width, int ou
 }
 
 /* Pillow's ImagingResampleInner: the box (x0, y0, x1, y1) of the image at src (in_h, in_w,
- * rows in_stride bytes apart) resampled to dst (out_h, out_w, 3). */
-static vr_status resample(const uint8_t *src, size_t in_stride, int in_h, int in_w, const float box[4], int out_h,
-                          int out_w, uint8_t *dst, vr_image_scratch *s)
+ * rows in_stride bytes apart) resampled to dst (out_h, out_w, 3) with filter f. */
+static vr_status resample(const filter *f, const uint8_t *src, size_t in_stride, int in_h, int in_w,
+                          const float box[4], int out_h, int out_w, uint8_t *dst, vr_image_scratch *s)
 {
     int need_h = out_w != in_w || box[0] != 0.0f || box[2] != (float)out_w;
     int need_v = out_h != in_h || box[1] != 0.0f || box[3] != (float)out_h;
@@ -138,7 +155,7 @@ static vr_status resample(const uint8_t *src, size_t in_stride, int in_h, int in
             memcpy(dst + (size_t)y * out_w * 3, src + (size_t)y * in_stride, (size_t)out_w * 3);
         return VR_OK;
     }
-    int kh = taps(box[0], box[2], out_w), kv = taps(box[1], box[3], out_h), kmax = kh > kv ? kh : kv;
+    int kh = taps(f, box[0], box[2], out_w), kv = taps(f, box[1], box[3], out_h), kmax = kh > kv ? kh : kv;
     /* the horizontal pass makes only the rows the vertical pass reads: at most in_h */
     size_t sz_bh = vr_scratch_round(sizeof(int) * 2 * out_w), sz_kh = vr_scratch_round(sizeof(int32_t) * out_w * kh);
     size_t sz_bv = vr_scratch_round(sizeof(int) * 2 * out_h), sz_kv = vr_scratch_round(sizeof(int32_t) * out_h * kv);
@@ -154,12 +171,12 @@ static vr_status resample(const uint8_t *src, size_t in_stride, int in_h, int in
     int32_t *acc = (int32_t *)(p += sz_w);
     uint8_t *tmp = (uint8_t *)(p + sz_acc);
 
-    coeffs(in_h, box[1], box[3], out_h, kv, bv, k_v, w);
+    coeffs(f, in_h, box[1], box[3], out_h, kv, bv, k_v, w);
     if (!need_h) {
         pass_vertical(src, in_stride, out_w, out_h, kv, bv, k_v, acc, dst);
         return VR_OK;
     }
-    coeffs(in_w, box[0], box[2], out_w, kh, bh, k_h, w);
+    coeffs(f, in_w, box[0], box[2], out_w, kh, bh, k_h, w);
     int first = bv[0], last = bv[2 * (out_h - 1)] + bv[2 * (out_h - 1) + 1];
     if (!need_v) { /* then first = 0 and last = in_h = out_h */
         pass_horizontal(src, in_stride, out_h, out_w, kh, bh, k_h, dst);
@@ -183,8 +200,8 @@ vr_status vr_image_resized_crop(const uint8_t *src, int src_h, int src_w, const 
     size_t stride = (size_t)src_w * 3;
     /* the crop is the image: its edges are where the filter stops */
     const float box[4] = {0.0f, 0.0f, (float)c->w, (float)c->h};
-    return resample(src + (size_t)c->top * stride + (size_t)c->left * 3, stride, c->h, c->w, box, out_h, out_w,
-                    dst, s);
+    return resample(&BICUBIC, src + (size_t)c->top * stride + (size_t)c->left * 3, stride, c->h, c->w, box, out_h,
+                    out_w, dst, s);
 }
 
 vr_status vr_image_resize_box(const uint8_t *src, int src_h, int src_w, const float box[4], int out_h, int out_w,
@@ -195,7 +212,17 @@ vr_status vr_image_resize_box(const uint8_t *src, int src_h, int src_w, const fl
         return vr_fail(VR_ERR_ARG, "image", "resize: box (%g, %g, %g, %g) outside the %dx%d image", (double)box[0],
                        (double)box[1], (double)box[2], (double)box[3], src_w, src_h);
     if (out_h < 1 || out_w < 1) return vr_fail(VR_ERR_ARG, "image", "resize: output size %dx%d", out_w, out_h);
-    return resample(src, (size_t)src_w * 3, src_h, src_w, box, out_h, out_w, dst, s);
+    return resample(&BICUBIC, src, (size_t)src_w * 3, src_h, src_w, box, out_h, out_w, dst, s);
+}
+
+vr_status vr_image_resize(const uint8_t *src, int src_h, int src_w, int out_h, int out_w, vr_image_filter filter,
+                          uint8_t *dst, vr_image_scratch *s)
+{
+    if (src_h < 1 || src_w < 1 || out_h < 1 || out_w < 1)
+        return vr_fail(VR_ERR_ARG, "image", "resize: %dx%d to %dx%d", src_w, src_h, out_w, out_h);
+    const float box[4] = {0.0f, 0.0f, (float)src_w, (float)src_h};
+    return resample(filter == VR_IMAGE_BILINEAR ? &BILINEAR : &BICUBIC, src, (size_t)src_w * 3, src_h, src_w, box,
+                    out_h, out_w, dst, s);
 }
 
 void vr_image_hflip(uint8_t *img, int h, int w)

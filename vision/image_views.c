@@ -1,10 +1,13 @@
 /* The VICReg view pipeline for RGB images: configuration, the samplers of the random
- * parameters, one view with fixed parameters, and a decoded pair (see
- * include/vicreg/image_views.h). */
+ * parameters, one view with fixed parameters, a decoded pair, and the deterministic evaluation
+ * input (see include/vicreg/image_views.h). */
 #include "vicreg/image_views.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CROP_TRIES 10
 
@@ -185,6 +188,7 @@ vr_status vr_image_view_apply(const vr_image_view_config *c, const vr_image_view
 struct vr_image_views_work {
     vr_image_decoder *dec;
     vr_image img;
+    vr_image resized; /* the evaluation input's resized image */
     uint8_t *view8; /* (S, S, 3) */
     size_t view8_cap;
     vr_image_scratch scratch;
@@ -209,9 +213,22 @@ void vr_image_views_work_free(vr_image_views_work *w)
     if (!w) return;
     vr_image_decoder_free(w->dec);
     vr_image_free(&w->img);
+    vr_image_free(&w->resized);
     free(w->view8);
     vr_image_scratch_free(&w->scratch);
     free(w);
+}
+
+/* w->view8 holding at least (S, S, 3) bytes for the largest size S; name for messages. */
+static vr_status reserve_view8(vr_image_views_work *w, int largest, const char *name)
+{
+    size_t view8_bytes = (size_t)largest * largest * 3;
+    if (view8_bytes <= w->view8_cap) return VR_OK;
+    free(w->view8);
+    w->view8 = malloc(view8_bytes);
+    w->view8_cap = w->view8 ? view8_bytes : 0;
+    if (!w->view8) return vr_fail(VR_ERR_NOMEM, "image views", "%s: cannot allocate %zu bytes", name, view8_bytes);
+    return VR_OK;
 }
 
 /* The crop c of a full-size image (full_h, full_w) as a box (x0, y0, x1, y1) of the same image
@@ -252,13 +269,7 @@ vr_status vr_image_views_pair(const vr_image_views_config *c, vr_image_views_wor
         min_w = (int)ceil(info.w * need);
     }
     VR_TRY(vr_image_decode(w->dec, data, size, name, min_h, min_w, &w->img));
-    size_t view8_bytes = (size_t)largest * largest * 3;
-    if (view8_bytes > w->view8_cap) {
-        free(w->view8);
-        w->view8 = malloc(view8_bytes);
-        w->view8_cap = w->view8 ? view8_bytes : 0;
-        if (!w->view8) return vr_fail(VR_ERR_NOMEM, "image views", "%s: cannot allocate %zu bytes", name, view8_bytes);
-    }
+    VR_TRY(reserve_view8(w, largest, name));
     float *out[2] = {out0, out1};
     for (int v = 0; v < 2; v++) {
         float box[4];
@@ -282,4 +293,61 @@ vr_status vr_image_views_pair_file(const vr_image_views_config *c, vr_image_view
     size_t size;
     VR_TRY(vr_image_load(w->dec, path, &data, &size));
     return vr_image_views_pair(c, w, data, size, path, seed, index, out0, out1, params);
+}
+
+void vr_image_eval_config_default(vr_image_eval_config *c)
+{
+    *c = (vr_image_eval_config){.size = 224, .crop_fraction = 0.875f,
+                                .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+}
+
+vr_status vr_image_eval_config_check(const vr_image_eval_config *c)
+{
+    if (c->size < 1 || c->size > VR_IMAGE_VIEW_MAX_SIZE)
+        return vr_fail(VR_ERR_ARG, "image views", "evaluation: bad size %d (1..4096)", c->size);
+    if (!(c->crop_fraction > 0.0f && c->crop_fraction <= 1.0f) || vr_image_eval_resize_side(c) > 4 * VR_IMAGE_VIEW_MAX_SIZE)
+        return vr_fail(VR_ERR_ARG, "image views", "evaluation: bad crop fraction %g (0 < f <= 1, size / f <= %d)",
+                       (double)c->crop_fraction, 4 * VR_IMAGE_VIEW_MAX_SIZE);
+    for (int i = 0; i < 3; i++)
+        if (!(c->std[i] > 0.0f) || !isfinite(c->std[i]) || !isfinite(c->mean[i]))
+            return vr_fail(VR_ERR_ARG, "image views", "evaluation: bad normalisation (std > 0)");
+    return VR_OK;
+}
+
+int vr_image_eval_resize_side(const vr_image_eval_config *c)
+{
+    double side = c->size / (double)c->crop_fraction;
+    return side < 1e9 ? (int)rint(side) : INT32_MAX;
+}
+
+vr_status vr_image_eval_apply(const vr_image_eval_config *c, const uint8_t *img, int h, int w, vr_image *resized,
+                              uint8_t *work8, vr_image_scratch *s, float *out)
+{
+    VR_TRY(vr_image_eval_config_check(c));
+    if (h < 1 || w < 1) return vr_fail(VR_ERR_ARG, "image views", "evaluation: empty %dx%d image", w, h);
+    int side = vr_image_eval_resize_side(c), size = c->size;
+    /* torchvision's _compute_resized_output_size: the longer side truncated */
+    int short_side = h < w ? h : w, long_side = h < w ? w : h;
+    int new_long = (int)((double)side * long_side / short_side);
+    int rh = h <= w ? side : new_long, rw = h <= w ? new_long : side;
+    VR_TRY(vr_image_reserve(resized, rh, rw));
+    VR_TRY(vr_image_resize(img, h, w, rh, rw, VR_IMAGE_BILINEAR, resized->data, s));
+    int top = (int)rint((rh - size) / 2.0), left = (int)rint((rw - size) / 2.0);
+    for (int y = 0; y < size; y++)
+        memcpy(work8 + (size_t)y * size * 3, resized->data + ((size_t)(top + y) * rw + left) * 3, (size_t)size * 3);
+    vr_image_to_tensor(work8, size, size, c->mean, c->std, out);
+    return VR_OK;
+}
+
+vr_status vr_image_eval_file(const vr_image_eval_config *c, vr_image_views_work *w, const char *path, float *out)
+{
+    VR_TRY(vr_image_read(w->dec, path, 0, 0, &w->img));
+    VR_TRY(reserve_view8(w, c->size, path));
+    vr_status st = vr_image_eval_apply(c, w->img.data, w->img.h, w->img.w, &w->resized, w->view8, &w->scratch, out);
+    if (st != VR_OK && st != VR_ERR_NOMEM) {
+        char why[256]; /* a copy: vr_fail writes over the message it would read */
+        snprintf(why, sizeof why, "%s", vr_last_error());
+        return vr_fail(st, "image views", "%s: %s", path, why);
+    }
+    return st;
 }

@@ -49,6 +49,16 @@ vr_status vr_image_resized_crop(const uint8_t *src, int src_h, int src_w, const 
 vr_status vr_image_resize_box(const uint8_t *src, int src_h, int src_w, const float box[4], int out_h, int out_w,
                               uint8_t *dst, vr_image_scratch *s);
 
+/* Pillow's resampling filters: the bicubic one of the views, the bilinear one of the evaluation
+ * input (torchvision's default for Resize). */
+typedef enum vr_image_filter { VR_IMAGE_BICUBIC, VR_IMAGE_BILINEAR } vr_image_filter;
+
+/* Image.resize((out_w, out_h), filter) of the whole image (F.resize on a PIL image): the same
+ * two passes, the bilinear filter a triangle of support 1 widened with the downscale factor as
+ * the bicubic one. src (src_h, src_w, 3), dst (out_h, out_w, 3). */
+vr_status vr_image_resize(const uint8_t *src, int src_h, int src_w, int out_h, int out_w, vr_image_filter filter,
+                          uint8_t *dst, vr_image_scratch *s);
+
 /* F.hflip: mirrors img (h, w, 3) left to right in place. */
 void vr_image_hflip(uint8_t *img, int h, int w);
 

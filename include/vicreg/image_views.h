@@ -127,4 +127,31 @@ vr_status vr_image_views_pair_file(const vr_image_views_config *c, vr_image_view
                                    uint64_t seed, uint64_t index, float *out0, float *out1,
                                    vr_image_view_params params[2]);
 
+/* The evaluation input of the reference code (evaluate.py's validation transform, torchvision
+ * on a PIL image): Resize(R) with R = round(S / crop_fraction) (the shorter side to R, the
+ * longer to int(R * long / short), Pillow's bilinear filter; an image already that size is
+ * left alone) -> CenterCrop(S) (offsets round((side - S) / 2), halves to even as Python's
+ * round) -> ToTensor -> Normalize. shared/SPEC.md's: resize 256, centre crop 224, so
+ * crop_fraction 224 / 256 = 0.875; crop_fraction 1 sees the whole shorter side. Nothing is
+ * random, and JPEGs are decoded at full size as PIL does without draft mode. */
+typedef struct vr_image_eval_config {
+    int size;            /* S: 224 */
+    float crop_fraction; /* S / R, in (0, 1]: 0.875 */
+    float mean[3], std[3];
+} vr_image_eval_config;
+
+/* SPEC's: S 224, crop_fraction 0.875, ImageNet's mean and std. */
+void vr_image_eval_config_default(vr_image_eval_config *c);
+/* VR_ERR_ARG naming the first value out of its range. */
+vr_status vr_image_eval_config_check(const vr_image_eval_config *c);
+/* The resized side R for c. */
+int vr_image_eval_resize_side(const vr_image_eval_config *c);
+
+/* img (h, w, 3) -> out (3, S, S). resized receives the resized image and work8 (S, S, 3) the
+ * 8-bit crop; s is scratch. */
+vr_status vr_image_eval_apply(const vr_image_eval_config *c, const uint8_t *img, int h, int w, vr_image *resized,
+                              uint8_t *work8, vr_image_scratch *s, float *out);
+/* The same for the file at path, with w's decoder and buffers. */
+vr_status vr_image_eval_file(const vr_image_eval_config *c, vr_image_views_work *w, const char *path, float *out);
+
 #endif

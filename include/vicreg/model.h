@@ -44,6 +44,10 @@ vr_status vr_model_init(vr_model *m, uint64_t seed);
 /* Sizes the workspace for batch n per pass of inputs (h, w) to branch b (h = 1 for 1-D).
  * Plans of all branches share one workspace; planning again reallocates. */
 vr_status vr_model_plan(vr_model *m, const int *n, const int *h, const int *w);
+/* The plan alone, for a model without a workspace: layer offsets and m->ws_floats for these
+ * inputs, nothing allocated. What a dry run reports of a batch whose activations would not fit
+ * in this machine's memory. */
+vr_status vr_model_plan_size(vr_model *m, const int *n, const int *h, const int *w);
 void vr_model_free(vr_model *m);
 
 /* The context to run branch layers with. */

@@ -24,5 +24,8 @@ float vr_rng_range(vr_rng *r, float lo, float hi);
 uint64_t vr_rng_below(vr_rng *r, uint64_t n);
 /* Standard normal (Box-Muller on doubles). */
 float vr_rng_normal(vr_rng *r);
+/* perm (n): 0..n-1 shuffled by Fisher-Yates on the stream vr_rng_seed_stream(seed, stream),
+ * every permutation equally likely: the data order of one epoch (stream = the epoch). */
+void vr_rng_permutation(int *perm, int n, uint64_t seed, uint64_t stream);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "vicreg/idx.h"
 #include "vicreg/knn.h"
+#include "vicreg/probe.h"
 #include "recipe.h"
 #include "source.h"
 
@@ -52,8 +53,16 @@ vr_status vr_cli_knn_report(const vr_recipe *r, const vr_knn_result *res, const 
  * json_path when not NULL; returns an exit status. */
 int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const char *label, long step,
                     const char *json_path);
-/* One warning line per file a data set skipped, and their count. */
-void vr_cli_report_skipped(const vr_source *s);
+/* The linear evaluation of m (planned for the data's inputs): a linear probe with protocol pc
+ * (vicreg/probe.h) on each branch's frozen representations of the training split, scored on
+ * the test split, both cut to the recipe's eval limits. Prints the best epoch's top-1/top-5
+ * (the reference's figure) and the last epoch's, writes them as JSON to json_path when not
+ * NULL; returns an exit status. */
+int vr_cli_evaluate_linear(const vr_recipe *r, vr_model *m, const char *label, long step, const vr_probe_config *pc,
+                           const char *json_path);
+/* One warning line per file a data set skipped that was not reported before (audio: and their
+ * count). */
+void vr_cli_report_skipped(vr_source *s);
 
 /* Audio inputs: each argument a file, a folder (walked recursively, taking the files whose
  * extension is an audio format's; label = the first-level sub-folder's name) or a labels.csv

@@ -370,8 +370,11 @@ static int embed_images(const embed_args *a)
     double t0 = vr_cli_now();
     vr_recipe r;
     if (stored_recipe(a->checkpoint, &r) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, cmd);
-    if (r.kind != VR_DATA_IDX)
+    if (r.kind == VR_DATA_AUDIO)
         return vr_cli_usage(cmd, "%s is an audio checkpoint: --branch wave, spec or logmel", a->checkpoint);
+    if (r.kind != VR_DATA_IDX)
+        return vr_cli_usage(cmd, "%s was trained on an image folder; --branch image reads IDX images only",
+                            a->checkpoint);
     snprintf(r.test_images, sizeof r.test_images, "%s", a->inputs[0]);
     snprintf(r.test_labels, sizeof r.test_labels, "%s", a->labels);
     r.threads = a->threads;

@@ -1,5 +1,6 @@
 /* The evaluation of a model on its recipe's data: frozen features of the training and test
- * splits (featurize.h), then for each branch's representation
+ * splits (featurize.h; a folder's images that do not decode left out), then for each branch's
+ * representation
  *   k-NN        weighted k-NN top-1/top-5 of test rows against training rows ([eval] k, T)
  *   linear      a linear probe trained on the training rows, top-1 on the test rows ([eval]
  *               linear: none, adam as the audio peer, or sgd as the VICReg protocol)
@@ -9,7 +10,8 @@
  *               spectrogram embeddings
  * beside the log-mel baseline (each clip's log-mel averaged over time: k-NN, linear,
  * retrieval), which involves no training. Printed, and written as one JSON object whose keys
- * follow the audio peer's (knn_wave, lin_spec, ret_map_wave, xmodal_r1, ...). */
+ * follow the audio peer's (knn_wave, lin_spec, ret_map_wave, xmodal_r1, ...). `vicreg eval
+ * linear` runs the linear probe alone, with a protocol it is given (vr_cli_evaluate_linear). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
@@ -105,41 +107,59 @@ static void print_scores(const char *label, const char *name, const feature_scor
     putchar('\n');
 }
 
+/* Frozen features of the training split (`train`, or the recipe's opened into *own when train
+ * is NULL or when it is a folder of more samples than [eval] train_limit, whose spread subset
+ * the first rows would not be) and of the test split (opened into *test), cut to the eval
+ * limits; test embeddings too when asked. *nclasses: the larger split's class count. */
+static vr_status split_features(const vr_recipe *r, vr_model *m, vr_source *train, vr_source *own, vr_source *test,
+                                int test_embeddings, vr_features *ftr, vr_features *fte, int *nclasses)
+{
+    vr_status s = VR_OK;
+    if (!train || (r->kind == VR_DATA_FOLDER && r->eval_train_limit > 0 && r->eval_train_limit < train->n)) {
+        s = vr_source_open(own, r, VR_SPLIT_TRAIN, r->eval_train_limit);
+        vr_cli_report_skipped(own);
+        train = own;
+    }
+    if (s == VR_OK) {
+        s = vr_source_open(test, r, VR_SPLIT_TEST, r->eval_test_limit);
+        vr_cli_report_skipped(test);
+    }
+    int nt = train->n;
+    if (r->eval_train_limit > 0 && r->eval_train_limit < nt) nt = r->eval_train_limit;
+    *nclasses = train->nclasses > test->nclasses ? train->nclasses : test->nclasses;
+    if (s == VR_OK) s = vr_features_compute(m, train, r, nt, 0, ftr);
+    if (s == VR_OK) s = vr_features_compute(m, test, r, 0, test_embeddings, fte);
+    /* files found bad while computing the features */
+    vr_cli_report_skipped(train);
+    vr_cli_report_skipped(test);
+    if (s == VR_OK && ftr->dropped + fte->dropped)
+        fprintf(stderr, "vicreg: warning: %d training and %d test images left out of the evaluation: their files "
+                        "do not decode\n", ftr->dropped, fte->dropped);
+    return s;
+}
+
 int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const char *label, long step,
                     const char *json_path)
 {
     double t0 = vr_cli_now();
     vr_source own = {0}, test = {0};
     vr_features ftr = {0}, fte = {0};
-    vr_status s = VR_OK;
-    if (!train) {
-        s = vr_source_open(&own, r, VR_SPLIT_TRAIN, r->eval_train_limit);
-        vr_cli_report_skipped(&own);
-        train = &own;
-    }
-    if (s == VR_OK) {
-        s = vr_source_open(&test, r, VR_SPLIT_TEST, r->eval_test_limit);
-        vr_cli_report_skipped(&test);
-    }
-    int nt = train->n, audio = r->kind == VR_DATA_AUDIO;
-    if (r->eval_train_limit > 0 && r->eval_train_limit < nt) nt = r->eval_train_limit;
-    int nclasses = train->nclasses > test.nclasses ? train->nclasses : test.nclasses;
-    if (s == VR_OK) s = vr_features_compute(m, train, r, nt, 0, &ftr);
-    if (s == VR_OK) s = vr_features_compute(m, &test, r, 0, audio, &fte);
+    int nclasses, audio = r->kind == VR_DATA_AUDIO;
+    vr_status s = split_features(r, m, train, &own, &test, audio, &ftr, &fte, &nclasses);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", label);
     cJSON_AddNumberToObject(j, "step", (double)step);
-    cJSON_AddNumberToObject(j, "train_samples", nt);
-    cJSON_AddNumberToObject(j, "test_samples", test.n);
+    cJSON_AddNumberToObject(j, "train_samples", ftr.n);
+    cJSON_AddNumberToObject(j, "test_samples", fte.n);
     cJSON_AddNumberToObject(j, "classes", nclasses);
     cJSON_AddNumberToObject(j, "k", r->eval_k);
     cJSON_AddNumberToObject(j, "temperature", r->eval_temperature);
     if (s == VR_OK)
-        printf("evaluation of the %s model (step %ld): %d training and %d test %s\n", label, step, nt, test.n,
+        printf("evaluation of the %s model (step %ld): %d training and %d test %s\n", label, step, ftr.n, fte.n,
                audio ? "clips" : "images");
     for (int b = 0; b < ftr.nbranches && s == VR_OK; b++) {
         feature_scores fs;
-        s = score(r, ftr.repr[b], train->labels, nt, fte.repr[b], test.labels, test.n, ftr.repr_dim[b], nclasses,
+        s = score(r, ftr.repr[b], ftr.labels, ftr.n, fte.repr[b], fte.labels, fte.n, ftr.repr_dim[b], nclasses,
                   audio, &fs);
         if (s != VR_OK) break;
         const char *name = !audio ? "encoder" : b == 0 ? "wave" : "spec";
@@ -163,7 +183,7 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
         }
         feature_scores fs;
         if (s == VR_OK)
-            s = score(r, ftr.logmel, train->labels, nt, fte.logmel, test.labels, test.n, ftr.logmel_dim, nclasses,
+            s = score(r, ftr.logmel, ftr.labels, ftr.n, fte.logmel, fte.labels, fte.n, ftr.logmel_dim, nclasses,
                       1, &fs);
         if (s == VR_OK) {
             print_scores("baseline", "log-mel mean", &fs);
@@ -182,11 +202,68 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
     return s == VR_OK ? VR_EXIT_OK : vr_cli_fail(VR_EXIT_RUNTIME, "evaluation");
 }
 
-void vr_cli_report_skipped(const vr_source *s)
+int vr_cli_evaluate_linear(const vr_recipe *r, vr_model *m, const char *label, long step, const vr_probe_config *pc,
+                           const char *json_path)
 {
-    for (int i = 0; i < s->audio.nskipped; i++)
-        fprintf(stderr, "vicreg: warning: skipped %s\n", s->audio.skipped[i].reason);
-    if (s->audio.nskipped)
+    double t0 = vr_cli_now();
+    vr_source own = {0}, test = {0};
+    vr_features ftr = {0}, fte = {0};
+    int nclasses, audio = r->kind == VR_DATA_AUDIO;
+    vr_status s = split_features(r, m, NULL, &own, &test, 0, &ftr, &fte, &nclasses);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", label);
+    cJSON_AddNumberToObject(j, "step", (double)step);
+    cJSON_AddStringToObject(j, "protocol", pc->protocol == VR_PROBE_SGD ? "sgd" : "adam");
+    cJSON_AddNumberToObject(j, "epochs", pc->epochs);
+    cJSON_AddNumberToObject(j, "lr", pc->lr);
+    cJSON_AddNumberToObject(j, "batch", pc->batch);
+    cJSON_AddNumberToObject(j, "momentum", pc->momentum);
+    cJSON_AddNumberToObject(j, "weight_decay", pc->weight_decay);
+    cJSON_AddNumberToObject(j, "train_samples", ftr.n);
+    cJSON_AddNumberToObject(j, "test_samples", fte.n);
+    cJSON_AddNumberToObject(j, "classes", nclasses);
+    if (s == VR_OK)
+        printf("linear evaluation of the %s model (step %ld): %d training and %d test %s, frozen representations; "
+               "SGD %d epochs, batch %d, lr %g cosine, momentum %g, weight decay %g\n", label, step, ftr.n, fte.n,
+               audio ? "clips" : "images", pc->epochs, pc->batch, (double)pc->lr, (double)pc->momentum,
+               (double)pc->weight_decay);
+    for (int b = 0; b < ftr.nbranches && s == VR_OK; b++) {
+        vr_probe_result pr;
+        s = vr_linear_probe(ftr.repr[b], ftr.labels, ftr.n, fte.repr[b], fte.labels, fte.n, ftr.repr_dim[b], nclasses,
+                            pc, NULL, NULL, &pr);
+        if (s != VR_OK) break;
+        const char *name = !audio ? "encoder" : b == 0 ? "wave" : "spec";
+        printf("  %-12s %-8s top-1 %6.2f%%  top-5 %6.2f%%  (best epoch; last epoch %6.2f%% / %6.2f%%, "
+               "training loss %.4f)\n", label, name, 100 * pr.best_top1, 100 * pr.best_top5, 100 * pr.top1,
+               100 * pr.top5, pr.train_loss);
+        static const char *const keys[] = {"top1", "top5", "last_top1", "last_top5", "train_loss"};
+        const double values[] = {pr.best_top1, pr.best_top5, pr.top1, pr.top5, pr.train_loss};
+        for (int k = 0; k < 5; k++) {
+            char key[64];
+            snprintf(key, sizeof key, audio ? "%s_%s" : "%s", keys[k], name);
+            cJSON_AddNumberToObject(j, key, values[k]);
+        }
+    }
+    cJSON_AddNumberToObject(j, "seconds", vr_cli_now() - t0);
+    fflush(stdout);
+    if (s == VR_OK && json_path) s = write_json(json_path, j);
+    cJSON_Delete(j);
+    vr_features_free(&ftr);
+    vr_features_free(&fte);
+    vr_source_free(&own);
+    vr_source_free(&test);
+    return s == VR_OK ? VR_EXIT_OK : vr_cli_fail(VR_EXIT_RUNTIME, "linear evaluation");
+}
+
+void vr_cli_report_skipped(vr_source *s)
+{
+    char reason[1024];
+    int before = s->skips_reported;
+    while (vr_source_skip_reason(s, s->skips_reported, reason, sizeof reason)) {
+        fprintf(stderr, "vicreg: warning: skipped %s\n", reason);
+        s->skips_reported++;
+    }
+    if (s->kind == VR_DATA_AUDIO && s->skips_reported > before)
         fprintf(stderr, "vicreg: warning: %d file%s skipped, %d read\n", s->audio.nskipped,
                 s->audio.nskipped == 1 ? "" : "s", s->audio.n);
 }

@@ -65,18 +65,11 @@ static uint64_t derive_seed(uint64_t seed, uint64_t purpose)
 }
 enum { SEED_VIEWS = 1, SEED_SHUFFLE = 2 };
 
-/* perm (N): the data order of `epoch`, a Fisher-Yates shuffle seeded from (seed, epoch). */
+/* perm (N): the data order of `epoch`, a Fisher-Yates shuffle seeded from (seed, epoch), the
+ * order the image loader takes too. */
 static void shuffle(int *perm, int n, uint64_t seed, long epoch)
 {
-    vr_rng r;
-    vr_rng_seed_stream(&r, seed, (uint64_t)epoch);
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)vr_rng_below(&r, (uint64_t)i + 1);
-        int t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    vr_rng_permutation(perm, n, seed, (uint64_t)epoch);
 }
 
 typedef struct train_args {
@@ -196,17 +189,22 @@ static void print_plan(const run *u, const char *what, FILE *out)
     const vr_recipe *r = &u->r;
     const vr_model *m = &u->m;
     const vr_source *src = &u->train;
-    size_t state = (size_t)u->t.optim.nstate * m->params.total * sizeof(float);
+    /* optimiser state blocks of the parameters' size (optim.h): AdamW two moments, the others
+     * one momentum */
+    size_t state = (size_t)(r->optim.kind == VR_OPTIM_ADAMW ? 2 : 1) * m->params.total * sizeof(float);
     size_t trainer = 0, input = 0;
+    /* a folder's loader holds [data] prefetch batches (and a device copy of one off the CPU) */
+    int input_copies = r->kind != VR_DATA_FOLDER ? 1 : r->prefetch + (u->be->device != VR_DEVICE_CPU);
     for (int b = 0; b < m->nbranches; b++) {
         const vr_branch *br = &m->branch[b];
         int dim = br->has_expander ? br->exp.dims[br->exp.nlayers] : br->enc.out_dim;
         trainer += (size_t)(m->nbranches > 1 ? 1 : 2) * r->batch * ((size_t)dim + br->enc.out_dim) * sizeof(float);
-        input += src->step_floats[b] * sizeof(float);
+        input += input_copies * src->step_floats[b] * sizeof(float);
     }
-    size_t data = r->kind == VR_DATA_AUDIO
-                      ? (size_t)src->n * (size_t)vr_recipe_samples(r, r->clip_seconds) * sizeof(float)
-                      : (size_t)src->n * r->views.size * r->views.size;
+    /* a folder's images stay in their files */
+    size_t data = r->kind == VR_DATA_AUDIO    ? (size_t)src->n * (size_t)vr_recipe_samples(r, r->clip_seconds) * sizeof(float)
+                  : r->kind == VR_DATA_FOLDER ? 0
+                                              : (size_t)src->n * r->views.size * r->views.size;
     size_t total = vr_model_bytes(m) + state + trainer + input + data;
     for (int b = 0; b < m->nbranches; b++) print_branch(m, b, b == 0 && m->nbranches > 1 ? &r->wave : &r->model, out);
     if (m->nbranches > 1)
@@ -228,12 +226,17 @@ static void print_plan(const run *u, const char *what, FILE *out)
             (double)u->sched.base, u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
 }
 
+/* The plan without a workspace or optimiser state: a batch of ImageNet views can need more
+ * memory than the machine printing its plan has. */
 static int dry_run(run *u)
 {
     char what[VR_RECIPE_PATH + 200];
     if (vr_source_peek(&u->train, &u->r) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     vr_source_describe(&u->train, &u->r, what, sizeof what);
-    if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
+    int rows[VR_MAX_BRANCHES] = {u->train.nbranches == 1 ? 2 * u->r.batch : u->r.batch, u->r.batch};
+    if (vr_cli_open_model(&u->r, &u->be, &u->m) != VR_OK ||
+        vr_model_plan_size(&u->m, rows, u->train.in_h, u->train.in_w) != VR_OK || plan_steps(u, u->train.n) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     fputs(u->recipe_text, stdout);
     printf("\n; dry run\n");
     print_plan(u, what, stdout);
@@ -366,20 +369,32 @@ static int train_loop(run *u, long start, FILE *metrics)
     double t0 = vr_cli_now(), t_log = t0, t_progress = t0;
     vr_vicreg_terms tm = {0};
     float lr = 0;
+    if (u->train.kind == VR_DATA_FOLDER &&
+        vr_source_start_loader(&u->train, r, start, u->total_steps, shuffle_seed, views_seed) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "loader");
     for (long step = start; step < u->total_steps; step++) {
         long epoch = step / u->steps_per_epoch, in_epoch = step % u->steps_per_epoch;
-        if (epoch != perm_epoch) {
-            shuffle(u->perm, u->train.n, shuffle_seed, epoch);
-            perm_epoch = epoch;
+        /* the step's inputs on the host: made here, or handed over by the folder's loader */
+        const float *host[VR_MAX_BRANCHES] = {u->x_host[0], u->x_host[1]};
+        if (u->train.loader) {
+            s = vr_source_loader_batch(&u->train, step, host);
+            vr_cli_report_skipped(&u->train);
+        } else {
+            if (epoch != perm_epoch) {
+                shuffle(u->perm, u->train.n, shuffle_seed, epoch);
+                perm_epoch = epoch;
+            }
+            s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch, r->batch, views_seed,
+                                (int64_t)step * r->batch, u->x_host);
         }
-        s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch, r->batch, views_seed,
-                            (int64_t)step * r->batch, u->x_host);
+        const float *inputs[VR_MAX_BRANCHES] = {host[0], host[1]};
         for (int b = 0; b < nb && s == VR_OK; b++)
-            if (u->x_dev[b] != u->x_host[b])
-                s = u->be->upload(u->be, u->x_dev[b], u->x_host[b], u->train.step_floats[b]);
+            if (u->be->device != VR_DEVICE_CPU) {
+                s = u->be->upload(u->be, u->x_dev[b], host[b], u->train.step_floats[b]);
+                inputs[b] = u->x_dev[b];
+            }
         if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
-        const float *inputs[VR_MAX_BRANCHES] = {u->x_dev[0], u->x_dev[1]};
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
         if (s != VR_OK) {
             if (tty) fputc('\n', stderr);
@@ -452,12 +467,14 @@ static int train(run *u, const train_args *a)
     vr_cli_report_skipped(&u->train);
     if (ls != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
-    u->perm = vr_alloc((size_t)u->train.n * sizeof(int));
-    if (!u->perm) return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
+    /* a folder's loader keeps the data order itself */
+    if (r->kind != VR_DATA_FOLDER && !(u->perm = vr_alloc((size_t)u->train.n * sizeof(int))))
+        return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
     for (int b = 0; b < u->train.nbranches; b++) {
         size_t bytes = u->train.step_floats[b] * sizeof(float);
-        u->x_host[b] = vr_alloc(bytes);
-        if (!u->x_host[b]) return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
+        /* a folder's loader has batch buffers of its own */
+        if (r->kind != VR_DATA_FOLDER && !(u->x_host[b] = vr_alloc(bytes)))
+            return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
         if (u->be->device == VR_DEVICE_CPU) u->x_dev[b] = u->x_host[b];
         else if (u->be->alloc(u->be, bytes, &u->x_dev[b]) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
     }
@@ -487,6 +504,13 @@ static int train(run *u, const train_args *a)
     sigaction(SIGTERM, &sa, NULL);
     int rc = train_loop(u, start, metrics);
     fclose(metrics);
+    if (u->train.kind == VR_DATA_FOLDER) {
+        vr_source_stop_loader(&u->train);
+        vr_cli_report_skipped(&u->train);
+        if (u->train.refills)
+            fprintf(stderr, "vicreg: %d files of %s skipped; %ld batch slots refilled with the next image of the epoch\n",
+                    u->train.folder.nskipped, r->train_folder, u->train.refills);
+    }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (rc != VR_EXIT_OK) return rc;

@@ -59,3 +59,16 @@ float vr_rng_normal(vr_rng *r)
     double u2 = (double)(vr_rng_u64(r) >> 11) * 0x1.0p-53;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+void vr_rng_permutation(int *perm, int n, uint64_t seed, uint64_t stream)
+{
+    vr_rng r;
+    vr_rng_seed_stream(&r, seed, stream);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)vr_rng_below(&r, (uint64_t)i + 1);
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}

@@ -93,6 +93,14 @@ vr_status vr_model_init(vr_model *m, uint64_t seed)
 
 vr_status vr_model_plan(vr_model *m, const int *n, const int *h, const int *w)
 {
+    VR_TRY(vr_model_plan_size(m, n, h, w));
+    if (m->ws) m->be->free(m->be, m->ws);
+    m->ws = NULL;
+    return m->be->alloc(m->be, m->ws_floats * sizeof(float), &m->ws);
+}
+
+vr_status vr_model_plan_size(vr_model *m, const int *n, const int *h, const int *w)
+{
     size_t cursor = 0;
     for (int b = 0; b < m->nbranches; b++) {
         vr_branch *br = &m->branch[b];
@@ -103,10 +111,8 @@ vr_status vr_model_plan(vr_model *m, const int *n, const int *h, const int *w)
         br->plan_h = h[b];
         br->plan_w = w[b];
     }
-    if (m->ws) m->be->free(m->be, m->ws);
-    m->ws = NULL;
     m->ws_floats = cursor;
-    return m->be->alloc(m->be, cursor * sizeof(float), &m->ws);
+    return VR_OK;
 }
 
 void vr_model_free(vr_model *m)

@@ -24,8 +24,31 @@ static void mean_over_time(const float *spec, int n, int m, int t, float *out)
     }
 }
 
+/* Removes the rows i with bad[i] from every matrix of f and from its labels, in order. */
+static void drop_bad_rows(vr_features *f, const unsigned char *bad)
+{
+    int kept = 0;
+    for (int i = 0; i < f->n; i++) {
+        if (bad[i]) continue;
+        if (kept != i) {
+            for (int b = 0; b < f->nbranches; b++) {
+                memcpy(f->repr[b] + (size_t)kept * f->repr_dim[b], f->repr[b] + (size_t)i * f->repr_dim[b],
+                       (size_t)f->repr_dim[b] * sizeof(float));
+                if (f->emb[b])
+                    memcpy(f->emb[b] + (size_t)kept * f->emb_dim[b], f->emb[b] + (size_t)i * f->emb_dim[b],
+                           (size_t)f->emb_dim[b] * sizeof(float));
+            }
+            f->labels[kept] = f->labels[i];
+        }
+        kept++;
+    }
+    f->dropped = f->n - kept;
+    f->n = kept;
+}
+
 void vr_features_free(vr_features *f)
 {
+    vr_free(f->labels);
     for (int b = 0; b < VR_MAX_BRANCHES; b++) {
         vr_free(f->repr[b]);
         vr_free(f->emb[b]);
@@ -54,7 +77,7 @@ vr_status vr_features_compute(vr_model *m, vr_source *s, const vr_recipe *r, int
     vr_status st = VR_OK;
     for (int b = 0; b < nb && st == VR_OK; b++) {
         const vr_branch *br = &m->branch[b];
-        size_t in = (size_t)bn * s->in_h[b] * s->in_w[b];
+        size_t in = (size_t)bn * s->in_c[b] * s->in_h[b] * s->in_w[b];
         f->repr_dim[b] = br->enc.out_dim;
         f->emb_dim[b] = br->has_expander ? br->exp.dims[br->exp.nlayers] : 0;
         f->repr[b] = vr_alloc((size_t)n * f->repr_dim[b] * sizeof(float));
@@ -76,7 +99,8 @@ vr_status vr_features_compute(vr_model *m, vr_source *s, const vr_recipe *r, int
         if (st == VR_OK && f->logmel) mean_over_time(host[1], nb_i, s->in_h[1], s->in_w[1], f->logmel + (size_t)i0 * f->logmel_dim);
         for (int b = 0; b < nb && st == VR_OK; b++) {
             vr_branch *br = &m->branch[b];
-            if (dev[b] != host[b]) st = be->upload(be, dev[b], host[b], (size_t)nb_i * s->in_h[b] * s->in_w[b]);
+            if (dev[b] != host[b])
+                st = be->upload(be, dev[b], host[b], (size_t)nb_i * s->in_c[b] * s->in_h[b] * s->in_w[b]);
             vr_ctx ctx = vr_model_ctx(m, nb_i, 1, 0);
             if (st == VR_OK) st = vr_resnet_forward(&br->enc, &ctx, dev[b]);
             const float *repr = ctx.ws + br->enc.repr;
@@ -93,6 +117,12 @@ vr_status vr_features_compute(vr_model *m, vr_source *s, const vr_recipe *r, int
     for (int b = 0; b < nb; b++) {
         if (dev[b] && dev[b] != host[b]) be->free(be, dev[b]);
         vr_free(host[b]);
+    }
+    if (st == VR_OK && !(f->labels = vr_alloc((size_t)n * sizeof(int))))
+        st = vr_fail(VR_ERR_NOMEM, "features", "cannot hold %d labels", n);
+    if (st == VR_OK) {
+        memcpy(f->labels, s->labels, (size_t)n * sizeof(int));
+        if (s->kind == VR_DATA_FOLDER) drop_bad_rows(f, s->folder.bad);
     }
     if (st != VR_OK) vr_features_free(f);
     return st;

@@ -8,6 +8,8 @@
 
 typedef struct vr_features {
     int n, nbranches;
+    int *labels;                  /* (N) the source's labels of the rows kept */
+    int dropped;                  /* folder: samples left out because their file did not decode */
     int repr_dim[VR_MAX_BRANCHES], emb_dim[VR_MAX_BRANCHES];
     float *repr[VR_MAX_BRANCHES]; /* (N, repr_dim), host */
     float *emb[VR_MAX_BRANCHES];  /* (N, emb_dim), host; NULL without an expander or when not asked */
@@ -17,7 +19,8 @@ typedef struct vr_features {
 } vr_features;
 
 /* The features of s's first n samples (all of them when n <= 0 or n > s->n); embeddings too
- * when `embeddings`. m must be planned for s's input shapes (as the trainer plans it, or by
+ * when `embeddings`. Rows of a folder's files that do not decode are dropped (f->dropped), so
+ * f->n may be below n. m must be planned for s's input shapes (as the trainer plans it, or by
  * vr_features_plan). */
 vr_status vr_features_compute(vr_model *m, vr_source *s, const vr_recipe *r, int n, int embeddings,
                               vr_features *f);

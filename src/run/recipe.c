@@ -13,13 +13,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "vicreg/image_loader.h"
+
 #define FMNIST "/usr/share/datasets/fashion-mnist/"
 /* Longest string value: with its key it must fit one line of inih's 200-byte buffer, or the
  * resolved recipe could not be read back. */
 #define MAX_STR_VALUE 160
 
 typedef enum key_type {
-    K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_BOOL, K_WIDTHS, K_OPTIM, K_KIND, K_MELSCALE, K_SPECLOG, K_PROBE
+    K_STR, K_INT, K_DEPTH, K_LONG, K_U64, K_FLOAT, K_FLOAT3, K_BOOL, K_WIDTHS, K_OPTIM, K_KIND, K_MELSCALE, K_SPECLOG,
+    K_PROBE
 } key_type;
 
 typedef struct key_def {
@@ -46,17 +49,40 @@ typedef struct key_def {
     NUM(sec, "zero_init_residual", K_BOOL, m.zero_init_residual, 0, 1, "last BN of each block starts at 0"), \
     STR(sec, "expander", m.expander, "e.g. 256-1024-1024-1024 (first = encoder output); empty: none")
 
+/* The keys of one RGB view, named with the view's number (scale_min1, scale_min2, ...). */
+#define IMAGE_VIEW_KEYS(num, v)                                                                             \
+    NUM("image_views", "scale_min" num, K_FLOAT, image_views.view[v].scale_min, 1e-6, 1, "RandomResizedCrop area fraction"), \
+    NUM("image_views", "scale_max" num, K_FLOAT, image_views.view[v].scale_max, 1e-6, 1, "RandomResizedCrop area fraction"), \
+    NUM("image_views", "ratio_min" num, K_FLOAT, image_views.view[v].ratio_min, 1e-3, 1e3, "crop aspect ratio w/h"),  \
+    NUM("image_views", "ratio_max" num, K_FLOAT, image_views.view[v].ratio_max, 1e-3, 1e3, "crop aspect ratio w/h"),  \
+    NUM("image_views", "flip_p" num, K_FLOAT, image_views.view[v].flip_p, 0, 1, "horizontal flip probability"),    \
+    NUM("image_views", "jitter_p" num, K_FLOAT, image_views.view[v].jitter_p, 0, 1, "colour jitter probability"),  \
+    NUM("image_views", "brightness" num, K_FLOAT, image_views.view[v].brightness, 0, 10, "factor in 1 +- this"),   \
+    NUM("image_views", "contrast" num, K_FLOAT, image_views.view[v].contrast, 0, 10, "factor in 1 +- this"),       \
+    NUM("image_views", "saturation" num, K_FLOAT, image_views.view[v].saturation, 0, 10, "factor in 1 +- this"),   \
+    NUM("image_views", "hue" num, K_FLOAT, image_views.view[v].hue, 0, 0.5, "hue shift in +- this"),               \
+    NUM("image_views", "gray_p" num, K_FLOAT, image_views.view[v].gray_p, 0, 1, "grayscale probability"),          \
+    NUM("image_views", "blur_p" num, K_FLOAT, image_views.view[v].blur_p, 0, 1, "Gaussian blur probability"),      \
+    NUM("image_views", "blur_sigma_min" num, K_FLOAT, image_views.view[v].blur_sigma_min, 1e-3, 100, "blur sigma, output pixels"), \
+    NUM("image_views", "blur_sigma_max" num, K_FLOAT, image_views.view[v].blur_sigma_max, 1e-3, 100, "blur sigma, output pixels"), \
+    NUM("image_views", "solarize_p" num, K_FLOAT, image_views.view[v].solarize_p, 0, 1, "solarisation probability"), \
+    NUM("image_views", "solarize_threshold" num, K_INT, image_views.view[v].solarize_threshold, 0, 256, "bytes >= this are inverted")
+
 /* Optimiser values left NaN by the defaults take the chosen optimiser's own defaults. */
 static const key_def keys[] = {
-    NUM("data", "kind", K_KIND, kind, 0, 0, "idx (grayscale images) or audio (waveform + spectrogram)"),
+    NUM("data", "kind", K_KIND, kind, 0, 0, "idx (grayscale images), audio (waveform + spectrogram) or folder (RGB)"),
     STR("data", "train_images", train_images, "IDX images (N,H,W), gzip or plain"),
     STR("data", "train_labels", train_labels, "IDX labels (N)"),
     STR("data", "test_images", test_images, "IDX images of the k-NN test split"),
     STR("data", "test_labels", test_labels, "IDX labels of the k-NN test split"),
-    NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "first N training samples; 0: all"),
+    NUM("data", "train_limit", K_INT, train_limit, 0, 1e9, "N training samples (folder: spread); 0: all"),
     STR("data", "manifest", manifest, "audio: CSV with a header row (path, label, split)"),
-    STR("data", "train_folder", train_folder, "audio without a manifest: one sub-folder per class"),
-    STR("data", "test_folder", test_folder, "audio without a manifest: the evaluation split, same classes"),
+    STR("data", "train_folder", train_folder, "folder, or audio without a manifest: one sub-folder per class"),
+    STR("data", "test_folder", test_folder, "folder, or audio without a manifest: the evaluation split"),
+    NUM("data", "loader_threads", K_INT, loader_threads, 0, 1024, "folder: decoding threads; 0: [train] threads"),
+    NUM("data", "prefetch", K_INT, prefetch, 2, VR_IMAGE_LOADER_MAX_DEPTH, "folder: batches in flight (2: double buffering)"),
+    NUM("data", "assumed_train_size", K_INT, assumed_train_size, 0, 1e9,
+        "folder: images the dry run assumes when train_folder is absent; 0: none"),
     STR("data", "audio_root", audio_root, "audio: relative paths start here; empty: the manifest's folder"),
     STR("data", "path_column", path_column, "audio: manifest column of file paths"),
     STR("data", "label_column", label_column, "audio: manifest column of labels"),
@@ -84,6 +110,15 @@ static const key_def keys[] = {
     NUM("views", "solarize_threshold", K_FLOAT, views.solarize_threshold, 0, 1, "pixels >= this are inverted"),
     NUM("views", "mean", K_FLOAT, views.mean, -10, 10, "normalisation mean of [0, 1] pixels"),
     NUM("views", "std", K_FLOAT, views.std, 1e-6, 10, "normalisation std of [0, 1] pixels"),
+
+    NUM("image_views", "size", K_INT, image_views.view[0].size, 1, VR_IMAGE_VIEW_MAX_SIZE, "output side S of both views and eval"),
+    NUM("image_views", "mean", K_FLOAT3, image_views.view[0].mean, -10, 10, "normalisation mean of [0, 1] R,G,B"),
+    NUM("image_views", "std", K_FLOAT3, image_views.view[0].std, 1e-6, 10, "normalisation std of [0, 1] R,G,B"),
+    NUM("image_views", "dct_scaling", K_BOOL, image_views.dct_scaling, 0, 1, "decode large JPEGs at 1/2, 1/4, 1/8"),
+    NUM("image_views", "eval_crop_fraction", K_FLOAT, image_eval.crop_fraction, 1e-3, 1,
+        "eval: resize to S / this, centre crop S"),
+    IMAGE_VIEW_KEYS("1", 0),
+    IMAGE_VIEW_KEYS("2", 1),
 
     NUM("audio_views", "crop_seconds", K_FLOAT, crop_seconds, 1e-3, 3600, "random crop seen by both branches"),
     NUM("audio_views", "independent", K_BOOL, independent_views, 0, 1,
@@ -148,8 +183,8 @@ static const key_def keys[] = {
 
     NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
-    NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "first N training samples; 0: all"),
-    NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "first N test samples; 0: all"),
+    NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "N training samples (folder: spread); 0: all"),
+    NUM("eval", "test_limit", K_INT, eval_test_limit, 0, 1e9, "N test samples (folder: spread); 0: all"),
     NUM("eval", "batch", K_INT, eval_batch, 1, 1e6, "samples per forward pass"),
     NUM("eval", "linear", K_PROBE, eval_linear, 0, 0, "linear probe: none, adam (full batch) or sgd"),
 };
@@ -204,6 +239,9 @@ static void defaults(vr_recipe *r)
     r->clip_seconds = 1.0f;
     r->crop_seconds = 1.0f;
     vr_audio_views_default(&r->audio_views, 16000);
+    vr_image_views_config_default(&r->image_views);
+    vr_image_eval_config_default(&r->image_eval);
+    r->prefetch = 2;
     vr_spectrogram_default(&r->spec);
     r->coeffs = (vr_vicreg_coeffs){25.0f, 25.0f, 1.0f};
     r->optim.kind = VR_OPTIM_LARS;
@@ -249,7 +287,7 @@ static int parse_bool(const char *v, int *out)
 }
 
 /* The names of an enumerated key's values, in the order of their enum; NULL-terminated. */
-static const char *const kind_names[] = {"idx", "audio", NULL};
+static const char *const kind_names[] = {"idx", "audio", "folder", NULL};
 static const char *const melscale_names[] = {"htk", "slaney", NULL};
 static const char *const speclog_names[] = {"none", "offset", "db", NULL};
 static const char *const probe_names[] = {"none", "adam", "sgd", NULL};
@@ -260,7 +298,7 @@ static const char *const *enum_names(key_type t)
 
 static const char *enum_list(key_type t)
 {
-    return t == K_KIND ? "idx, audio" : t == K_MELSCALE ? "htk, slaney" : t == K_SPECLOG ? "none, offset, db"
+    return t == K_KIND ? "idx, audio, folder" : t == K_MELSCALE ? "htk, slaney" : t == K_SPECLOG ? "none, offset, db"
                                                                                           : "none, adam, sgd";
 }
 
@@ -313,6 +351,24 @@ static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, s
         if (end == v || *end || errno || !isfinite(d) || d < k->min || d > k->max)
             return snprintf(why, len, "a number in %g..%g", k->min, k->max), 0;
         *(float *)field = (float)d;
+        return 1;
+    }
+    case K_FLOAT3: {
+        float f[3];
+        const char *p = v;
+        int n = 0;
+        for (; n < 3; n++) {
+            char *end;
+            errno = 0;
+            double d = strtod(p, &end);
+            if (end == p || errno || !isfinite(d) || d < k->min || d > k->max) break;
+            f[n] = (float)d;
+            while (*end == ' ' || *end == '\t') end++;
+            if (n < 2 && *end != ',') break;
+            p = n < 2 ? end + 1 : end;
+        }
+        if (n < 3 || *p) return snprintf(why, len, "three numbers in %g..%g separated by commas", k->min, k->max), 0;
+        memcpy(field, f, sizeof f);
         return 1;
     }
     case K_BOOL:
@@ -488,6 +544,17 @@ static vr_status finish(vr_recipe *r, const char *name)
     if (vr_gray_views_check(&r->views) != VR_OK) return section_error(name, "views");
     if (r->kind == VR_DATA_IDX && (!r->train_images[0] || !r->train_labels[0]))
         return vr_fail(VR_ERR_ARG, "recipe", "%s: [data] train_images and train_labels are required", name);
+    /* one size and one normalisation for both views (one batch) and the evaluation input */
+    vr_image_view_config *v1 = &r->image_views.view[0], *v2 = &r->image_views.view[1];
+    v2->size = r->image_eval.size = v1->size;
+    memcpy(v2->mean, v1->mean, sizeof v2->mean);
+    memcpy(v2->std, v1->std, sizeof v2->std);
+    memcpy(r->image_eval.mean, v1->mean, sizeof v1->mean);
+    memcpy(r->image_eval.std, v1->std, sizeof v1->std);
+    if (vr_image_views_config_check(&r->image_views) != VR_OK || vr_image_eval_config_check(&r->image_eval) != VR_OK)
+        return section_error(name, "image_views");
+    if (r->kind == VR_DATA_FOLDER && !r->train_folder[0])
+        return vr_fail(VR_ERR_ARG, "recipe", "%s: the folder kind needs [data] train_folder", name);
     if (r->kind == VR_DATA_AUDIO) {
         if (!r->manifest[0] == !r->train_folder[0])
             return vr_fail(VR_ERR_ARG, "recipe", "%s: audio needs [data] manifest or train_folder (one of them)", name);
@@ -595,6 +662,12 @@ char *vr_recipe_format(const vr_recipe *r)
         case K_LONG: snprintf(value, sizeof value, "%ld", *(const long *)field); break;
         case K_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case K_FLOAT: format_float(value, sizeof value, *(const float *)field); break;
+        case K_FLOAT3: {
+            char f[3][32];
+            for (int j = 0; j < 3; j++) format_float(f[j], sizeof f[j], ((const float *)field)[j]);
+            snprintf(value, sizeof value, "%s,%s,%s", f[0], f[1], f[2]);
+            break;
+        }
         case K_BOOL: snprintf(value, sizeof value, "%s", *(const int *)field ? "true" : "false"); break;
         case K_WIDTHS: {
             const int *w = (const int *)field;
@@ -633,7 +706,7 @@ int vr_recipe_branches(const vr_recipe *r, vr_branch_config bc[VR_MAX_BRANCHES])
         return 2;
     }
     vr_branch_config_image(&bc[0], r->model.depth, "");
-    bc[0].encoder.in_channels = 1;
+    bc[0].encoder.in_channels = r->kind == VR_DATA_FOLDER ? 3 : 1;
     encoder_to(&bc[0].encoder, &r->model);
     snprintf(bc[0].expander, sizeof bc[0].expander, "%s", r->model.expander);
     return 1;

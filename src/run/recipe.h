@@ -11,6 +11,7 @@
 #include "vicreg/audio_views.h"
 #include "vicreg/backend.h"
 #include "vicreg/gray_views.h"
+#include "vicreg/image_views.h"
 #include "vicreg/spectrogram.h"
 #include "vicreg/model.h"
 #include "vicreg/optim.h"
@@ -18,9 +19,10 @@
 
 #define VR_RECIPE_PATH 512
 
-/* What a recipe trains on: grayscale IDX images with one shared image branch, or labelled
- * audio clips with a waveform and a spectrogram branch. */
-typedef enum vr_data_kind { VR_DATA_IDX, VR_DATA_AUDIO } vr_data_kind;
+/* What a recipe trains on: grayscale IDX images with one shared image branch, labelled audio
+ * clips with a waveform and a spectrogram branch, or an ImageFolder of JPEG/PNG files (RGB)
+ * with one shared image branch. */
+typedef enum vr_data_kind { VR_DATA_IDX, VR_DATA_AUDIO, VR_DATA_FOLDER } vr_data_kind;
 
 /* One ResNet encoder and its expander, as a recipe section describes it. */
 typedef struct vr_recipe_encoder {
@@ -40,12 +42,19 @@ typedef struct vr_recipe {
     /* [data] of audio: a labels.csv-style manifest and the selections of the two splits */
     char manifest[VR_RECIPE_PATH], audio_root[VR_RECIPE_PATH];
     char train_folder[VR_RECIPE_PATH], test_folder[VR_RECIPE_PATH]; /* or class-per-folder sets */
+    /* [data] of folder: the loader, and what the dry run assumes without the data */
+    int loader_threads;          /* worker threads; 0: [train] threads (every core when 0) */
+    int prefetch;                /* batches in flight: 2 double buffering, 3 triple */
+    int assumed_train_size;      /* the dry run's sample count when train_folder is absent; 0: none */
     char path_column[32], label_column[32], select_column[32];
     char train_select[64], test_select[64];
     int rate_hz;
     float clip_seconds;          /* every clip cropped or padded to this */
     /* [views] */
     vr_gray_views_config views;
+    /* [image_views]: size, mean and std are set on view 1 and copied to view 2 and eval */
+    vr_image_views_config image_views;
+    vr_image_eval_config image_eval;
     /* [audio_views] */
     vr_audio_views_config audio_views;
     float crop_seconds;
@@ -91,8 +100,9 @@ vr_status vr_recipe_load_text(vr_recipe *r, const char *text, const char *name,
 /* The canonical text of a resolved recipe (malloc'd, caller frees); NULL when out of memory. */
 char *vr_recipe_format(const vr_recipe *r);
 
-/* The model the recipe describes: one shared image branch on 1-channel input, or the audio
- * recipe's waveform (branch 0) and spectrogram (branch 1) branches. Returns the branch count. */
+/* The model the recipe describes: one shared image branch on 1-channel (idx) or 3-channel
+ * (folder) input, or the audio recipe's waveform (branch 0) and spectrogram (branch 1)
+ * branches. Returns the branch count. */
 int vr_recipe_branches(const vr_recipe *r, vr_branch_config bc[VR_MAX_BRANCHES]);
 /* seconds of audio in samples at the recipe's rate */
 int64_t vr_recipe_samples(const vr_recipe *r, float seconds);
