@@ -3,6 +3,8 @@
 #ifndef VR_CLI_H
 #define VR_CLI_H
 
+#include <cjson/cJSON.h>
+
 #include "vicreg/idx.h"
 #include "vicreg/knn.h"
 #include "vicreg/probe.h"
@@ -60,6 +62,8 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
  * NULL; returns an exit status. */
 int vr_cli_evaluate_linear(const vr_recipe *r, vr_model *m, const char *label, long step, const vr_probe_config *pc,
                            const char *json_path);
+/* j as one line of JSON at path, written atomically. */
+vr_status vr_cli_write_json(const char *path, const cJSON *j);
 /* One warning line per file a data set skipped that was not reported before (audio: and their
  * count). */
 void vr_cli_report_skipped(vr_source *s);

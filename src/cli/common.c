@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "vicreg/atomic_file.h"
 
 int vr_cli_fail(int code, const char *context)
 {
@@ -69,5 +70,20 @@ vr_status vr_cli_open_model(const vr_recipe *r, vr_backend **be, vr_model *m)
         vr_backend_destroy(*be);
         *be = NULL;
     }
+    return s;
+}
+
+vr_status vr_cli_write_json(const char *path, const cJSON *j)
+{
+    char *text = cJSON_PrintUnformatted(j);
+    if (!text) return vr_fail(VR_ERR_NOMEM, "eval", "cannot format %s", path);
+    vr_atomic_file a;
+    vr_status s = vr_atomic_open(&a, path, "eval");
+    if (s == VR_OK) {
+        fputs(text, a.f);
+        fputc('\n', a.f);
+        s = vr_atomic_commit(&a);
+    }
+    cJSON_free(text);
     return s;
 }

@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "vicreg/atomic_file.h"
 #include "vicreg/embed.h"
 #include "vicreg/embedding_set.h"
 #include "vicreg/knn.h"
@@ -177,21 +176,6 @@ static int parse_ks(const char *text, int *ks, int *nk)
     return *nk > 0;
 }
 
-static vr_status write_json(const char *path, cJSON *j)
-{
-    char *text = cJSON_Print(j);
-    if (!text) return vr_fail(VR_ERR_NOMEM, "eval", "cannot format %s", path);
-    vr_atomic_file a;
-    vr_status s = vr_atomic_open(&a, path, "eval");
-    if (s == VR_OK) {
-        fputs(text, a.f);
-        fputc('\n', a.f);
-        s = vr_atomic_commit(&a);
-    }
-    cJSON_free(text);
-    return s;
-}
-
 /* The rows of a and b must be the same windows of the same files. */
 static vr_status check_paired(const char *pa, const vr_embedding_set *a, const char *pb, const vr_embedding_set *b)
 {
@@ -292,7 +276,7 @@ int vr_cmd_eval_retrieval(int argc, char **argv)
             print_row(names[b], &sc[b], nk, has_x);
             cJSON_AddItemToObject(j, keys[b], json_scores(&sc[b], ks, nk, has_x));
         }
-        st = json ? write_json(json, j) : VR_OK;
+        st = json ? vr_cli_write_json(json, j) : VR_OK;
         cJSON_Delete(j);
         if (st == VR_OK) rc = VR_EXIT_OK;
     }

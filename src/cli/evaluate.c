@@ -18,24 +18,8 @@
 
 #include "cli.h"
 #include "featurize.h"
-#include "vicreg/atomic_file.h"
 #include "vicreg/probe.h"
 #include "vicreg/retrieval_metrics.h"
-
-static vr_status write_json(const char *path, cJSON *j)
-{
-    char *text = cJSON_PrintUnformatted(j);
-    if (!text) return vr_fail(VR_ERR_NOMEM, "eval", "cannot format %s", path);
-    vr_atomic_file a;
-    vr_status s = vr_atomic_open(&a, path, "eval");
-    if (s == VR_OK) {
-        fputs(text, a.f);
-        fputc('\n', a.f);
-        s = vr_atomic_commit(&a);
-    }
-    cJSON_free(text);
-    return s;
-}
 
 /* The figures of one feature set (a branch's representations or the log-mel baseline). */
 typedef struct feature_scores {
@@ -193,7 +177,7 @@ int vr_cli_evaluate(const vr_recipe *r, vr_model *m, vr_source *train, const cha
     }
     cJSON_AddNumberToObject(j, "seconds", vr_cli_now() - t0);
     fflush(stdout);
-    if (s == VR_OK && json_path) s = write_json(json_path, j);
+    if (s == VR_OK && json_path) s = vr_cli_write_json(json_path, j);
     cJSON_Delete(j);
     vr_features_free(&ftr);
     vr_features_free(&fte);
@@ -246,7 +230,7 @@ int vr_cli_evaluate_linear(const vr_recipe *r, vr_model *m, const char *label, l
     }
     cJSON_AddNumberToObject(j, "seconds", vr_cli_now() - t0);
     fflush(stdout);
-    if (s == VR_OK && json_path) s = write_json(json_path, j);
+    if (s == VR_OK && json_path) s = vr_cli_write_json(json_path, j);
     cJSON_Delete(j);
     vr_features_free(&ftr);
     vr_features_free(&fte);
