@@ -507,7 +507,7 @@ static int train(run *u, const train_args *a)
     if (u->train.kind == VR_DATA_FOLDER) {
         vr_source_stop_loader(&u->train);
         vr_cli_report_skipped(&u->train);
-        if (u->train.refills)
+        if (u->train.folder.nskipped || u->train.refills)
             fprintf(stderr, "vicreg: %d files of %s skipped; %ld batch slots refilled with the next image of the epoch\n",
                     u->train.folder.nskipped, r->train_folder, u->train.refills);
     }
