@@ -4,17 +4,17 @@
  * Listing reads directories only, never an image: the class folders of root sorted bytewise
  * give the labels 0..C-1, and each class's files directly inside it whose names end in .jpg,
  * .jpeg or .png (any case) are taken in bytewise order, each once; hidden entries (a leading
- * dot) are ignored, as torchvision's walk of a folder sees them but ImageNet has none. Which
- * files are bad shows only when they are decoded (a zero-byte, truncated or corrupt file, text
- * under an image's name): whoever decodes them (the loader, the evaluation) records each one in
- * the set's skip list, and the listing records there what it leaves out itself: files of other
- * types, files outside every class folder, folders inside a class folder. The library never
- * prints; a program reports the list.
+ * dot, such as the ._IMG.jpg resource forks macOS leaves) are ignored, where torchvision would
+ * list them. Which files are bad shows only when they are decoded (a zero-byte, truncated or
+ * corrupt file, text under an image's name): whoever decodes them (the loader, the evaluation)
+ * records each one in the set's skip list, and the listing records there what it leaves out
+ * itself: files of other types, files outside every class folder, folders inside a class
+ * folder. The library never prints; a program reports the list.
  *
  * Errors name the folder: a missing root (VR_ERR_NOT_FOUND), a root that is not a folder or
  * cannot be read (VR_ERR_IO), a root without class folders (VR_ERR_NOT_FOUND), a class folder
- * without one image file in it (VR_ERR_FORMAT: torchvision refuses it too, since a class
- * without examples leaves its label unused and shifts no others, a sign of a broken copy). */
+ * without one image file in it (VR_ERR_FORMAT: torchvision refuses it too; a class without
+ * examples is a sign of a broken copy). */
 #ifndef VICREG_IMAGE_FOLDER_H
 #define VICREG_IMAGE_FOLDER_H
 

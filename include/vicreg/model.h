@@ -39,6 +39,9 @@ typedef struct vr_model {
 
 /* Declares every branch and allocates parameters, gradients and buffers (not initialised). */
 vr_status vr_model_create(vr_model *m, vr_backend *be, int nbranches, const vr_branch_config *cfg);
+/* Declares every branch only: names, shapes and counts, nothing allocated (a dry run's model,
+ * whose parameters alone can take gigabytes to touch). Free with vr_model_free. */
+vr_status vr_model_declare(vr_model *m, vr_backend *be, int nbranches, const vr_branch_config *cfg);
 /* Initialises every parameter and buffer from seed (vr_resnet_init, vr_expander_init). */
 vr_status vr_model_init(vr_model *m, uint64_t seed);
 /* Sizes the workspace for batch n per pass of inputs (h, w) to branch b (h = 1 for 1-D).

@@ -226,15 +226,17 @@ static void print_plan(const run *u, const char *what, FILE *out)
             (double)u->sched.base, u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
 }
 
-/* The plan without a workspace or optimiser state: a batch of ImageNet views can need more
- * memory than the machine printing its plan has. */
+/* The plan of a model declared, not allocated: ImageNet's parameters take seconds to touch,
+ * and a batch of its views more memory than the machine printing the plan may have. */
 static int dry_run(run *u)
 {
     char what[VR_RECIPE_PATH + 200];
     if (vr_source_peek(&u->train, &u->r) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     vr_source_describe(&u->train, &u->r, what, sizeof what);
+    vr_branch_config bc[VR_MAX_BRANCHES];
+    int nb = vr_recipe_branches(&u->r, bc);
     int rows[VR_MAX_BRANCHES] = {u->train.nbranches == 1 ? 2 * u->r.batch : u->r.batch, u->r.batch};
-    if (vr_cli_open_model(&u->r, &u->be, &u->m) != VR_OK ||
+    if (vr_backend_create(u->r.backend, u->r.threads, &u->be) != VR_OK || vr_model_declare(&u->m, u->be, nb, bc) != VR_OK ||
         vr_model_plan_size(&u->m, rows, u->train.in_h, u->train.in_w) != VR_OK || plan_steps(u, u->train.n) != VR_OK)
         return vr_cli_fail(VR_EXIT_RUNTIME, "dry run");
     fputs(u->recipe_text, stdout);

@@ -42,6 +42,15 @@ void vr_branch_config_spec(vr_branch_config *c, const char *expander_tail)
 
 vr_status vr_model_create(vr_model *m, vr_backend *be, int nbranches, const vr_branch_config *cfg)
 {
+    VR_TRY(vr_model_declare(m, be, nbranches, cfg));
+    VR_TRY(be->alloc(be, m->params.total * sizeof(float), &m->p));
+    VR_TRY(be->alloc(be, m->params.total * sizeof(float), &m->g));
+    VR_TRY(be->alloc(be, (m->buffers.total ? m->buffers.total : 1) * sizeof(float), &m->buf));
+    return VR_OK;
+}
+
+vr_status vr_model_declare(vr_model *m, vr_backend *be, int nbranches, const vr_branch_config *cfg)
+{
     memset(m, 0, sizeof *m);
     if (nbranches < 1 || nbranches > VR_MAX_BRANCHES)
         return vr_fail(VR_ERR_ARG, "model", "%d branches (1 or 2 supported)", nbranches);
@@ -62,9 +71,6 @@ vr_status vr_model_create(vr_model *m, vr_backend *be, int nbranches, const vr_b
             br->has_expander = 1;
         }
     }
-    VR_TRY(be->alloc(be, m->params.total * sizeof(float), &m->p));
-    VR_TRY(be->alloc(be, m->params.total * sizeof(float), &m->g));
-    VR_TRY(be->alloc(be, (m->buffers.total ? m->buffers.total : 1) * sizeof(float), &m->buf));
     return VR_OK;
 }
 
