@@ -1,6 +1,14 @@
 /* Embedding sets on disk (matrix, rows, settings): written sets read back exactly, names with
  * commas and quotes survive the CSV, labels number in order of appearance, and sidecars that
- * disagree with the matrix or are malformed are named and refused. */
+ * disagree with the matrix or are malformed are named and refused. A disk that fills while a
+ * new set is written (a file size limit between the sizes of the rows and of the matrix) fails
+ * with the path and the system's reason and leaves the three files of the previous set as
+ * they were, byte for byte, with no temporary file beside them. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -144,6 +152,81 @@ static void test_bad_sidecars(void)
     CU_ASSERT(access(npy, F_OK) != 0); /* nothing written */
 }
 
+/* The whole file at path (malloc'd; its length in *len), or NULL. */
+static unsigned char *slurp(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*len + 1);
+    if (b && fread(b, 1, (size_t)*len, f) != (size_t)*len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    return b;
+}
+
+static void test_full_disk(void)
+{
+    static const char *names[3] = {"full.npy", "full.csv", "full.json"};
+    char paths[3][256];
+    for (int k = 0; k < 3; k++) path_of(paths[k], sizeof paths[k], names[k]);
+    float x[12];
+    write_set(paths[0], x);
+    unsigned char *good[3];
+    long good_len[3];
+    for (int k = 0; k < 3; k++) CU_ASSERT_PTR_NOT_NULL_FATAL(good[k] = slurp(paths[k], &good_len[k]));
+
+    /* a bigger set: its rows (~1.5 KiB) and settings fit under the limit, its matrix (32 KiB) not */
+    enum { N = 64, D = 128, LIMIT = 8192 };
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        static float big[N * D];
+        static vr_embedding_row rows[N];
+        for (int i = 0; i < N; i++) rows[i] = (vr_embedding_row){"clip.wav", i, i + 1.0, "word"};
+        vr_embedding_set s = {.n = N, .d = D, .x = big, .rows = rows, .meta_json = "{\"rows\": 64}"};
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(10);
+        rl.rlim_cur = LIMIT;
+        if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(11);
+        if (vr_embedding_set_write(paths[0], &s) != VR_ERR_IO) _exit(12);
+        if (!strstr(vr_last_error(), paths[0]) || !strstr(vr_last_error(), strerror(EFBIG))) {
+            fprintf(stderr, "\n  message: %s\n", vr_last_error());
+            _exit(13);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fprintf(stderr, "\n  writer child status %d\n", status);
+    for (int k = 0; k < 3; k++) {
+        long len = -1;
+        unsigned char *now = slurp(paths[k], &len);
+        int same = now && len == good_len[k] && memcmp(now, good[k], (size_t)len) == 0;
+        CU_ASSERT(same);
+        if (!same) fprintf(stderr, "\n  %s was replaced (%ld bytes, was %ld)\n", paths[k], len, good_len[k]);
+        free(now);
+        free(good[k]);
+    }
+    DIR *d = opendir(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        CU_ASSERT(strstr(e->d_name, ".tmp.") == NULL);
+        if (strstr(e->d_name, ".tmp.")) fprintf(stderr, "\n  left behind: %s\n", e->d_name);
+    }
+    closedir(d);
+    vr_embedding_set s;
+    TU_OK(vr_embedding_set_read(paths[0], 1, &s));
+    CU_ASSERT(s.n == 3 && s.d == 4 && memcmp(s.x, x, sizeof x) == 0);
+    vr_embedding_set_free(&s);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -154,6 +237,7 @@ int main(void)
         {"write and read back", test_round_trip},
         {"labels numbered by first appearance", test_label_ids},
         {"bad sidecars named and refused", test_bad_sidecars},
+        {"a full disk leaves the previous set", test_full_disk},
         {NULL, NULL},
     };
     int rc = tu_main("embedding_set", tests);

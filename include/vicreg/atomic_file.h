@@ -22,6 +22,11 @@ vr_status vr_atomic_open(vr_atomic_file *a, const char *path, const char *domain
 /* Flushes, syncs, closes and renames; on any failure removes the temporary file. Either way
  * the handle is released. */
 vr_status vr_atomic_commit(vr_atomic_file *a);
+/* The two halves of vr_atomic_commit, for several files that must all change or none: finish
+ * every one (the temporary file whole on disk; on failure it is removed and the handle
+ * released), and only when all finished, publish them (rename; releases the handle). */
+vr_status vr_atomic_finish(vr_atomic_file *a);
+vr_status vr_atomic_publish(vr_atomic_file *a);
 /* Abandons the write: closes and removes the temporary file. */
 void vr_atomic_abort(vr_atomic_file *a);
 

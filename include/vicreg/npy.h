@@ -10,6 +10,7 @@
 #define VICREG_NPY_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "vicreg/status.h"
 
@@ -24,6 +25,9 @@ typedef struct vr_npy {
 
 /* data (shape[0], ..., shape[ndim-1]) -> path. */
 vr_status vr_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+/* The same file's bytes into the stream f (path names it in messages); write errors show in
+ * ferror(f) and at its flush, as with any stream. */
+vr_status vr_npy_fwrite(FILE *f, const char *path, const float *data, int ndim, const int64_t *shape);
 /* Reads path. ndim > 0 requires that rank (VR_ERR_SHAPE otherwise); 0 accepts any. Wrong dtype
  * or order: VR_ERR_FORMAT naming it. */
 vr_status vr_npy_read(const char *path, int ndim, vr_npy *out);

@@ -45,7 +45,7 @@ static void sync_parent(const char *path)
     free(copy);
 }
 
-vr_status vr_atomic_commit(vr_atomic_file *a)
+vr_status vr_atomic_finish(vr_atomic_file *a)
 {
     int ok = !ferror(a->f) && fflush(a->f) == 0 && fsync(fileno(a->f)) == 0;
     int err = ok ? 0 : (errno ? errno : EIO);
@@ -54,18 +54,31 @@ vr_status vr_atomic_commit(vr_atomic_file *a)
         err = errno;
     }
     a->f = NULL;
+    if (ok) return VR_OK;
+    vr_status s = vr_fail(VR_ERR_IO, a->domain, "%s: cannot write temporary file %s: %s", a->path, a->tmp,
+                          strerror(err));
+    vr_atomic_abort(a);
+    return s;
+}
+
+vr_status vr_atomic_publish(vr_atomic_file *a)
+{
     vr_status s = VR_OK;
-    if (!ok)
-        s = vr_fail(VR_ERR_IO, a->domain, "%s: cannot write temporary file %s: %s", a->path, a->tmp, strerror(err));
-    else if (rename(a->tmp, a->path) != 0)
+    if (rename(a->tmp, a->path) != 0) {
         s = vr_fail(VR_ERR_IO, a->domain, "%s: cannot rename %s over it: %s", a->path, a->tmp, strerror(errno));
-    if (s == VR_OK) {
+    } else {
         sync_parent(a->path);
         free(a->tmp);
         a->tmp = NULL;
     }
     vr_atomic_abort(a);
     return s;
+}
+
+vr_status vr_atomic_commit(vr_atomic_file *a)
+{
+    VR_TRY(vr_atomic_finish(a));
+    return vr_atomic_publish(a);
 }
 
 void vr_atomic_abort(vr_atomic_file *a)

@@ -13,7 +13,7 @@
 #define NPY_DOMAIN "npy"
 #define MAX_HEADER 65536
 
-vr_status vr_npy_write(const char *path, const float *data, int ndim, const int64_t *shape)
+vr_status vr_npy_fwrite(FILE *f, const char *path, const float *data, int ndim, const int64_t *shape)
 {
     if (ndim < 1 || ndim > VR_NPY_MAX_DIMS)
         return vr_fail(VR_ERR_ARG, NPY_DOMAIN, "%s: rank %d outside 1..%d", path, ndim, VR_NPY_MAX_DIMS);
@@ -30,15 +30,25 @@ vr_status vr_npy_write(const char *path, const float *data, int ndim, const int6
     len += snprintf(dict + len, sizeof dict - (size_t)len, "), }");
     /* magic 6 + version 2 + length 2 + dict + padding + '\n' = a multiple of 64 */
     int total = (10 + len + 1 + 63) / 64 * 64, pad = total - 10 - len - 1;
-    vr_atomic_file a;
-    VR_TRY(vr_atomic_open(&a, path, NPY_DOMAIN));
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)((total - 10) & 0xff),
                              (unsigned char)((total - 10) >> 8)};
-    fwrite(pre, 1, sizeof pre, a.f);
-    fwrite(dict, 1, (size_t)len, a.f);
-    for (int i = 0; i < pad; i++) fputc(' ', a.f);
-    fputc('\n', a.f);
-    if (count) fwrite(data, sizeof(float), (size_t)count, a.f);
+    fwrite(pre, 1, sizeof pre, f);
+    fwrite(dict, 1, (size_t)len, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    if (count) fwrite(data, sizeof(float), (size_t)count, f);
+    return VR_OK;
+}
+
+vr_status vr_npy_write(const char *path, const float *data, int ndim, const int64_t *shape)
+{
+    vr_atomic_file a;
+    VR_TRY(vr_atomic_open(&a, path, NPY_DOMAIN));
+    vr_status s = vr_npy_fwrite(a.f, path, data, ndim, shape);
+    if (s != VR_OK) {
+        vr_atomic_abort(&a);
+        return s;
+    }
     return vr_atomic_commit(&a);
 }
 

@@ -43,60 +43,66 @@ void vr_embedding_set_free(vr_embedding_set *s)
 
 /* ---- writing ---- */
 
-static vr_status write_rows(const char *path, const vr_embedding_set *s)
+static void write_rows(FILE *f, const vr_embedding_set *s)
 {
-    vr_atomic_file a;
-    VR_TRY(vr_atomic_open(&a, path, "embeddings"));
-    fputs("file,start,end,label\n", a.f);
+    fputs("file,start,end,label\n", f);
     for (int64_t i = 0; i < s->n; i++) {
         const vr_embedding_row *r = &s->rows[i];
         const char *label = r->label ? r->label : "";
-        csv_fwrite(a.f, r->file, strlen(r->file));
-        fprintf(a.f, ",%.6f,%.6f,", r->start_s, r->end_s);
-        csv_fwrite(a.f, label, strlen(label));
-        fputc('\n', a.f);
+        csv_fwrite(f, r->file, strlen(r->file));
+        fprintf(f, ",%.6f,%.6f,", r->start_s, r->end_s);
+        csv_fwrite(f, label, strlen(label));
+        fputc('\n', f);
     }
-    if (ferror(a.f)) {
-        vr_atomic_abort(&a);
-        return vr_fail(VR_ERR_IO, "embeddings", "%s: write failed", path);
-    }
-    return vr_atomic_commit(&a);
 }
 
-static vr_status write_text(const char *path, const char *text)
-{
-    vr_atomic_file a;
-    VR_TRY(vr_atomic_open(&a, path, "embeddings"));
-    if (fputs(text, a.f) < 0 || fputc('\n', a.f) == EOF) {
-        vr_atomic_abort(&a);
-        return vr_fail(VR_ERR_IO, "embeddings", "%s: write failed", path);
-    }
-    return vr_atomic_commit(&a);
-}
-
+/* The set's files (matrix, then rows and settings where it has them) change together or not at
+ * all: each is written whole to its temporary file first, and the renames come only when every
+ * one of them is on disk. A full disk therefore leaves the previous set as it was; only a kill
+ * in the microseconds between the renames could mix two sets, and the reader then refuses the
+ * pair whose row counts differ. */
 vr_status vr_embedding_set_write(const char *npy_path, const vr_embedding_set *s)
 {
     if (s->n < 1 || s->d < 1 || !s->x)
         return vr_fail(VR_ERR_ARG, "embeddings", "%s: an embedding set needs at least one row and one column",
                        npy_path);
-    char path[4096];
-    if (s->rows) {
+    if (s->rows)
         for (int64_t i = 0; i < s->n; i++)
             if (!s->rows[i].file)
                 return vr_fail(VR_ERR_ARG, "embeddings", "%s: row %lld has no file", npy_path, (long long)i);
-        VR_TRY(vr_embedding_set_sidecar(npy_path, ".csv", path, sizeof path));
-        VR_TRY(write_rows(path, s));
-    }
     if (s->meta_json) {
         cJSON *j = cJSON_Parse(s->meta_json);
         int object = cJSON_IsObject(j);
         cJSON_Delete(j);
         if (!object) return vr_fail(VR_ERR_ARG, "embeddings", "%s: the settings are not a JSON object", npy_path);
-        VR_TRY(vr_embedding_set_sidecar(npy_path, ".json", path, sizeof path));
-        VR_TRY(write_text(path, s->meta_json));
     }
-    int64_t shape[2] = {s->n, s->d};
-    return vr_npy_write(npy_path, s->x, 2, shape);
+    char csv_path[4096], json_path[4096];
+    const char *paths[3] = {npy_path, s->rows ? csv_path : NULL, s->meta_json ? json_path : NULL};
+    if (s->rows) VR_TRY(vr_embedding_set_sidecar(npy_path, ".csv", csv_path, sizeof csv_path));
+    if (s->meta_json) VR_TRY(vr_embedding_set_sidecar(npy_path, ".json", json_path, sizeof json_path));
+    vr_atomic_file a[3] = {0};
+    vr_status st = VR_OK;
+    int k = 0;
+    for (; k < 3 && st == VR_OK; k++) {
+        if (!paths[k]) continue;
+        st = vr_atomic_open(&a[k], paths[k], "embeddings");
+        if (st != VR_OK) break;
+        if (k == 0) {
+            int64_t shape[2] = {s->n, s->d};
+            st = vr_npy_fwrite(a[k].f, npy_path, s->x, 2, shape);
+        } else if (k == 1) {
+            write_rows(a[k].f, s);
+        } else if (fputs(s->meta_json, a[k].f) < 0 || fputc('\n', a[k].f) == EOF) {
+            st = vr_fail(VR_ERR_IO, "embeddings", "%s: write failed: %s", paths[k], strerror(errno));
+        }
+        if (st == VR_OK) st = vr_atomic_finish(&a[k]); /* releases a[k] when it fails */
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!paths[i] || !a[i].path) continue;
+        if (st == VR_OK) st = vr_atomic_publish(&a[i]);
+        else vr_atomic_abort(&a[i]); /* releases one that was opened, with or without its file */
+    }
+    return st;
 }
 
 /* ---- reading ---- */
