@@ -12,7 +12,10 @@
  * must give the same floats); for 1 and 3 workers and depths 2 and 3; an epoch's samples are
  * distinct (a permutation cut by drop_last) and the next epoch's order differs; a loader
  * started at step k hands out the uninterrupted loader's batch k; each bad file is named once
- * and counted; a set of nothing but bad files fails naming the folder. */
+ * and counted; a set of nothing but bad files fails naming the folder.
+ * Files that vanish mid-epoch (removed while the workers run): every removed file is named once
+ * in the skip list as missing and never handed out again, the batches stay full, and once
+ * every file is gone the loader fails naming the folder instead of waiting. */
 #include <ftw.h>
 #include <unistd.h>
 
@@ -381,6 +384,62 @@ static void test_loader_errors(void)
     vr_image_folder_free(&f);
 }
 
+static void test_loader_vanishing(void)
+{
+    enum { N = 24, GONE = 6 };
+    make_dir("vanish");
+    make_dir("vanish/c0");
+    make_dir("vanish/c1");
+    char name[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "vanish/c%d/%02d.%s", i % 2, i, i % 3 ? "jpg" : "png");
+        picture(name, 14 + i % 5, 16 + i % 7, 100 + (uint64_t)i);
+    }
+    vr_image_folder f;
+    TU_OK(vr_image_folder_list(tmp("vanish"), &f));
+    CU_ASSERT_EQUAL_FATAL(f.n, N);
+    vr_image_views_config v;
+    views_config(&v);
+    vr_image_loader_config c = {.batch = NB, .threads = 2, .depth = 2, .shuffle_seed = 7, .views_seed = 8};
+    vr_image_loader *l;
+    TU_OK(vr_image_loader_create(&l, &f, &v, &c));
+    long steps = vr_image_loader_steps_per_epoch(l);
+    vr_image_batch b;
+    TU_OK(vr_image_loader_next(l, &b));
+    /* every fourth file goes while the workers fill the next batches */
+    int gone[N] = {0};
+    for (int i = 0; i < N; i += N / GONE) {
+        CU_ASSERT_EQUAL_FATAL(unlink(f.paths[i]), 0);
+        gone[i] = 1;
+    }
+    /* the rest of this epoch (its prefetched batches may still hold removed files) and two
+     * more, in which no removed file may appear */
+    for (long s = 1; s < 3 * steps; s++) {
+        vr_status st = vr_image_loader_next(l, &b);
+        TU_OK(st);
+        if (st != VR_OK) break;
+        CU_ASSERT_EQUAL(b.n, NB);
+        if (s >= 2 * steps)
+            for (int i = 0; i < NB; i++) CU_ASSERT(!gone[b.index[i]]);
+    }
+    CU_ASSERT_EQUAL(f.nskipped, GONE);
+    CU_ASSERT(vr_image_loader_refills(l) >= GONE);
+    for (int i = 0; i < N; i++)
+        if (gone[i]) {
+            const char *base = strrchr(f.paths[i], '/') + 1;
+            CU_ASSERT(has_skip(&f, base, "No such file"));
+        }
+    /* all gone: an error naming the folder, not a wait */
+    for (int i = 0; i < N; i++)
+        if (!gone[i]) CU_ASSERT_EQUAL(unlink(f.paths[i]), 0);
+    vr_status st = VR_OK;
+    for (long s = 0; s < 2 * steps + 2 && st == VR_OK; s++) st = vr_image_loader_next(l, &b);
+    CU_ASSERT_EQUAL(st, VR_ERR_NOT_FOUND);
+    CU_ASSERT(strstr(vr_last_error(), "vanish") && strstr(vr_last_error(), "none of its 24 images"));
+    vr_image_loader_free(l);
+    vr_image_folder_free(&f);
+}
+
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -401,6 +460,7 @@ int main(void)
         {"loader_threads", test_loader_threads},
         {"loader_epochs", test_loader_epochs},
         {"loader_errors", test_loader_errors},
+        {"loader_vanishing", test_loader_vanishing},
         {NULL, NULL},
     };
     int rc = tu_main("image_folder", tests);
