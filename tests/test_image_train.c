@@ -8,6 +8,13 @@
  *   written, i.e. bit for bit at the %.6g the log keeps) and ends with the same parameters and
  *   buffers, byte for byte (tolerance 0: the data order and views are a function of the step,
  *   the kernels of the thread count, so nothing may differ).
+ * - A full disk (a file size limit below a checkpoint's size) while a resumed run writes its
+ *   next checkpoint: the run ends non-zero naming the file and the system's reason, and the
+ *   previous checkpoint is there byte for byte, loadable, with no temporary file beside it.
+ * - A run that stops being finite (plain SGD at lr 1000 overflows within a few steps) ends
+ *   non-zero naming the step whose loss or updated parameters were not finite; the checkpoint
+ *   it names as the last good one is of an earlier step and loads with every parameter and
+ *   buffer finite (a checkpoint of non-finite values is refused, not written).
  * - A truncated JPEG and a text file among the training images are each named once in a
  *   warning; the evaluation leaves the bad image out (36 of 37 training images).
  * - vicreg eval knn of the final checkpoint gives the figures the run ended with (within one
@@ -20,12 +27,15 @@
  *   the 2048-8192-8192-8192 expander (151,044,096), steps per epoch for the assumed 1,281,167
  *   images; a missing folder without that assumption is an error naming it. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,14 +75,32 @@ static pid_t start_cli(const char *const *args, const char *out, const char *err
     return rc == 0 ? pid : -1;
 }
 
-/* Runs the program to its end; its exit status, or -1. */
-static int run_cli(const char *const *args, const char *out, const char *err)
+/* start_cli with the size of any file it writes limited to fsize bytes (RLIMIT_FSIZE, which
+ * the child inherits, with SIGXFSZ ignored so that a write past it fails with EFBIG as on a
+ * full disk); the parent's own limit and signal disposition are restored. */
+static pid_t start_cli_fsize(const char *const *args, const char *out, const char *err, rlim_t fsize)
 {
+    struct rlimit saved, rl;
+    if (getrlimit(RLIMIT_FSIZE, &saved) != 0) return -1;
+    rl = saved;
+    rl.rlim_cur = fsize;
+    void (*old)(int) = signal(SIGXFSZ, SIG_IGN);
+    if (old == SIG_ERR || setrlimit(RLIMIT_FSIZE, &rl) != 0) return -1;
     pid_t pid = start_cli(args, out, err);
+    setrlimit(RLIMIT_FSIZE, &saved);
+    signal(SIGXFSZ, old);
+    return pid;
+}
+
+static int wait_cli(pid_t pid)
+{
     int status;
     if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
     return WEXITSTATUS(status);
 }
+
+/* Runs the program to its end; its exit status, or -1. */
+static int run_cli(const char *const *args, const char *out, const char *err) { return wait_cli(start_cli(args, out, err)); }
 
 /* The whole file at path (NUL-terminated, malloc'd), or NULL. */
 static char *slurp(const char *path)
@@ -298,6 +326,104 @@ static void test_kill_and_resume(void)
     free(bb);
 }
 
+/* The bytes of the file at path (malloc'd, *len of them), or NULL. */
+static unsigned char *file_bytes(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*len + 1);
+    if (b && fread(b, 1, (size_t)*len, f) != (size_t)*len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    return b;
+}
+
+static int temporaries_in(const char *dir_path)
+{
+    int n = 0;
+    DIR *d = opendir(dir_path);
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.")) n++, fprintf(stderr, "\n  left behind: %s\n", e->d_name);
+    closedir(d);
+    return n;
+}
+
+static void test_full_disk(void)
+{
+    /* one epoch (6 steps) to a first checkpoint, then resumed for three under the limit */
+    char set_dir[512], ckpt[512];
+    snprintf(set_dir, sizeof set_dir, "train.run_dir=%s", tmp("full"));
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", tmp("full"));
+    const char *first[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--set", "train.epochs=1", NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(first, tmp("full1.out"), tmp("full1.err")), 0);
+    long good_len = 0;
+    unsigned char *good = file_bytes(ckpt, &good_len);
+    CU_ASSERT_FATAL(good != NULL && good_len > (1 << 20));
+    const char *resume[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--resume", ckpt, NULL};
+    int rc = wait_cli(start_cli_fsize(resume, tmp("full2.out"), tmp("full2.err"), 1 << 20));
+    CU_ASSERT(rc > 0);
+    char *err = slurp(tmp("full2.err"));
+    CU_ASSERT_FATAL(err != NULL);
+    int named = strstr(err, ckpt) && strstr(err, strerror(EFBIG));
+    CU_ASSERT(named);
+    if (!named || rc <= 0) fprintf(stderr, "\n  exit %d, stderr:\n%s\n", rc, err);
+    free(err);
+    long len = -1;
+    unsigned char *now = file_bytes(ckpt, &len);
+    CU_ASSERT(now && len == good_len && memcmp(now, good, (size_t)len) == 0);
+    free(now);
+    free(good);
+    CU_ASSERT_EQUAL(temporaries_in(tmp("full")), 0);
+    vr_run_state rs;
+    TU_OK(load_checkpoint(ckpt, NULL, NULL, NULL, NULL, &rs));
+    CU_ASSERT_EQUAL(rs.step, 6);
+}
+
+static void test_not_finite(void)
+{
+    char set_dir[512], ckpt[512];
+    snprintf(set_dir, sizeof set_dir, "train.run_dir=%s", tmp("diverge"));
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", tmp("diverge"));
+    const char *args[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--set", "optim.name=sgd",
+                          "--set", "optim.base_lr=1000", "--set", "optim.warmup_epochs=0",
+                          "--set", "train.checkpoint_every=1", NULL};
+    int rc = run_cli(args, tmp("diverge.out"), tmp("diverge.err"));
+    CU_ASSERT(rc > 0);
+    char *err = slurp(tmp("diverge.err"));
+    CU_ASSERT_FATAL(err != NULL);
+    /* the stop names the step whose loss, or whose updated parameters, were not finite */
+    const char *stop = strstr(err, "training stopped: ");
+    long step = -1, good = -2;
+    char line[1024] = "";
+    if (stop) sscanf(stop, "%1023[^\n]", line);
+    const char *at = strstr(line, "step ");
+    if (at) sscanf(at, "step %ld", &step);
+    int finite_named = strstr(line, "not finite") != NULL;
+    const char *last = strstr(err, "the last good checkpoint is ");
+    if (last && strstr(last, ckpt)) sscanf(strstr(last, ckpt) + strlen(ckpt), " (step %ld)", &good);
+    int ok = finite_named && good >= 1 && good < step;
+    CU_ASSERT(ok);
+    if (!ok) fprintf(stderr, "\n  exit %d, step %ld, last good %ld; stderr:\n%s\n", rc, step, good, err);
+    free(err);
+    float *p, *buf;
+    size_t np, nbuf;
+    vr_run_state rs;
+    TU_OK(load_checkpoint(ckpt, &p, &np, &buf, &nbuf, &rs));
+    CU_ASSERT_EQUAL(rs.step, good);
+    size_t finite = 0;
+    for (size_t i = 0; i < np; i++) finite += isfinite(p[i]) != 0;
+    for (size_t i = 0; i < nbuf; i++) finite += isfinite(buf[i]) != 0;
+    CU_ASSERT_EQUAL(finite, np + nbuf);
+    free(p);
+    free(buf);
+}
+
 static void test_eval_commands(void)
 {
     char ckpt[512]; /* a copy: tmp's buffers are reused */
@@ -519,6 +645,8 @@ int main(int argc, char **argv)
     if (!mkdtemp(dir)) return 2;
     static const tu_test tests[] = {
         {"kill_and_resume", test_kill_and_resume},
+        {"full_disk", test_full_disk},
+        {"not_finite", test_not_finite},
         {"eval_commands", test_eval_commands},
         {"dry_run_imagenet", test_dry_run_imagenet},
         {"recipe_folder", test_recipe_folder},

@@ -16,7 +16,9 @@ typedef struct vr_run_state {
     vr_rng rng;       /* the run's generator after that step */
 } vr_run_state;
 
-/* optim and run may be NULL (weights only); recipe (may be NULL) is stored as metadata. */
+/* optim and run may be NULL (weights only); recipe (may be NULL) is stored as metadata. A
+ * model whose parameters or buffers hold a NaN or an Inf is refused (VR_ERR_NUMERIC naming
+ * the first such tensor; nothing written): a checkpoint is what a failed run falls back to. */
 vr_status vr_checkpoint_save(const char *path, const vr_model *m, const vr_optim *optim,
                              const vr_run_state *run, const char *recipe);
 /* Loads every parameter and buffer of m (each must be present with its shape); optim and run

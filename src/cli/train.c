@@ -360,6 +360,19 @@ static void progress(const run *u, long done, const vr_vicreg_terms *tm, float l
             eta, tty ? "\033[K" : "\n");
 }
 
+/* A step or a checkpoint failed (the message in vr_last_error): says so, and which checkpoint
+ * the run can be taken up from. */
+static int stopped(const run *u, int tty)
+{
+    if (tty) fputc('\n', stderr);
+    fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
+    if (u->last_saved >= 0)
+        fprintf(stderr, "vicreg: the last good checkpoint is %s (step %ld)\n", u->checkpoint, u->last_saved);
+    else
+        fprintf(stderr, "vicreg: no checkpoint was written before the failure\n");
+    return VR_EXIT_RUNTIME;
+}
+
 static int train_loop(run *u, long start, FILE *metrics)
 {
     const vr_recipe *r = &u->r;
@@ -398,15 +411,7 @@ static int train_loop(run *u, long start, FILE *metrics)
         if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
-        if (s != VR_OK) {
-            if (tty) fputc('\n', stderr);
-            fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
-            if (u->last_saved >= 0)
-                fprintf(stderr, "vicreg: the last good checkpoint is %s (step %ld)\n", u->checkpoint, u->last_saved);
-            else
-                fprintf(stderr, "vicreg: no checkpoint was written before the failure\n");
-            return VR_EXIT_RUNTIME;
-        }
+        if (s != VR_OK) return stopped(u, tty);
         long done = step + 1;
         double now = vr_cli_now();
         if (done % r->log_every == 0 || done == u->total_steps) {
@@ -424,29 +429,26 @@ static int train_loop(run *u, long start, FILE *metrics)
             t_progress = now;
         }
         if (r->checkpoint_every > 0 && done % r->checkpoint_every == 0 && done < u->total_steps &&
-            save(u, done) != VR_OK) {
-            if (tty) fputc('\n', stderr);
-            return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
-        }
+            save(u, done) != VR_OK)
+            return stopped(u, tty);
         if (r->max_minutes > 0 && now - t0 >= 60.0 * r->max_minutes && done < u->total_steps) {
+            if (u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
             if (tty) fputc('\n', stderr);
-            if (u->last_saved != done && save(u, done) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
             fprintf(stderr, "vicreg: stopped after step %ld of %ld: [train] max_minutes %g reached; checkpoint %s\n",
                     done, u->total_steps, (double)r->max_minutes, u->checkpoint);
             u->stopped_at = done;
             return VR_EXIT_OK;
         }
         if (stop_requested && done < u->total_steps) {
+            if (u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
             if (tty) fputc('\n', stderr);
-            if (u->last_saved != done && save(u, done) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
             fprintf(stderr, "vicreg: interrupted after step %ld; continue with --resume %s\n", done, u->checkpoint);
             return VR_EXIT_RUNTIME;
         }
     }
     if (tty && start < u->total_steps) fputc('\n', stderr);
-    if (start < u->total_steps || u->last_saved != u->total_steps) {
-        if (save(u, u->total_steps) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "checkpoint");
-    }
+    if ((start < u->total_steps || u->last_saved != u->total_steps) && save(u, u->total_steps) != VR_OK)
+        return stopped(u, 0);
     char took[32];
     vr_cli_duration(took, sizeof took, vr_cli_now() - t0);
     fprintf(stderr, "vicreg: trained %ld steps in %s; checkpoint %s\n", u->total_steps - start, took, u->checkpoint);

@@ -2,6 +2,7 @@
 #include "vicreg/checkpoint.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,23 @@ static vr_status add_set(vr_st_writer *w, const vr_paramset *ps, const float *ba
     return VR_OK;
 }
 
+/* A checkpoint is the run's fallback, so one that holds a NaN or an Inf is refused: the first
+ * tensor of ps (values at base) with such values is named with their count. */
+static vr_status check_finite(const vr_paramset *ps, const float *base, const char *path, const vr_run_state *run)
+{
+    for (int i = 0; i < ps->count; i++) {
+        const vr_param *t = &ps->items[i];
+        size_t bad = 0;
+        for (size_t j = 0; j < t->count; j++) bad += !isfinite(base[t->offset + j]);
+        if (bad)
+            return vr_fail(VR_ERR_NUMERIC, "checkpoint",
+                           "%s not written: %zu of the %zu values of %s are not finite (after step %ld); "
+                           "the file there is left as it was",
+                           path, bad, t->count, t->name, run ? run->step : -1L);
+    }
+    return VR_OK;
+}
+
 vr_status vr_checkpoint_save(const char *path, const vr_model *m, const vr_optim *optim,
                              const vr_run_state *run, const char *recipe)
 {
@@ -55,6 +73,8 @@ vr_status vr_checkpoint_save(const char *path, const vr_model *m, const vr_optim
     vr_status s = vr_st_writer_new(&w);
     if (s == VR_OK) s = host_view(be, m->p, m->params.total, &hp);
     if (s == VR_OK) s = host_view(be, m->buf, m->buffers.total, &hb);
+    if (s == VR_OK) s = check_finite(&m->params, hp, path, run);
+    if (s == VR_OK) s = check_finite(&m->buffers, hb, path, run);
     if (s == VR_OK) s = add_set(w, &m->params, hp, "");
     if (s == VR_OK) s = add_set(w, &m->buffers, hb, "");
     for (int i = 0; s == VR_OK && i < m->counts.count; i++)
