@@ -6,8 +6,8 @@
  *
  *   build-fuzz/tests/fuzz/make_corpus tests/fuzz/corpus
  *
- * Every file is the same on each run except the Ogg stream's serial number, which libsndfile
- * draws at random. */
+ * Every file is the same on each run except two fields libsndfile fills itself: the Ogg
+ * stream's serial number (random) and the float WAV's PEAK chunk timestamp. */
 #include <errno.h>
 #include <sndfile.h>
 #include <spng.h>
@@ -208,6 +208,7 @@ int main(int argc, char **argv)
         return 2;
     }
     root = argv[1];
+    if (mkdir(root, 0755) != 0 && errno != EEXIST) die(root, strerror(errno));
     safetensors_seeds();
     npy_seeds();
     audio_seeds();
