@@ -668,6 +668,24 @@ static void test_sample_fallback(void)
     CU_ASSERT(c.h == 10 && c.w == 13 && c.top == 0 && c.left == (1000 - 13) / 2);
     vr_image_crop_sample(&r, 1000, 10, 0.9f, 1.0f, 0.75f, 4.0f / 3.0f, &c);
     CU_ASSERT(c.w == 10 && c.h == 13 && c.left == 0 && c.top == (1000 - 13) / 2);
+    /* a small image far outside the recipe's extreme ratios (1e3, 1e-3): torchvision's side
+     * would round to 0 pixels, the crop keeps 1 (found by fuzzing: a 4 x 4 image gave a 4 x 0
+     * crop, which no view can be made of) */
+    vr_image_crop_sample(&r, 4, 4, 0.08f, 1.0f, 1e3f, 1e3f, &c);
+    CU_ASSERT(c.w == 4 && c.h == 1 && c.left == 0 && c.top == 1);
+    vr_image_crop_sample(&r, 4, 4, 0.08f, 1.0f, 1e-3f, 1e-3f, &c);
+    CU_ASSERT(c.h == 4 && c.w == 1 && c.top == 0 && c.left == 1);
+    /* and the pair of such a configuration is made */
+    vr_image_views_config cfg;
+    vr_image_views_config_default(&cfg);
+    for (int v = 0; v < 2; v++) cfg.view[v].size = 8, cfg.view[v].ratio_min = cfg.view[v].ratio_max = 1e3f;
+    vr_image_views_work *w;
+    TU_OK(vr_image_views_work_create(&w));
+    static float a0[3 * 8 * 8], a1[3 * 8 * 8];
+    vr_image_view_params p[2];
+    TU_OK(vr_image_views_pair_file(&cfg, w, image_path("rgb420.jpg"), 1, 2, a0, a1, p));
+    CU_ASSERT(p[0].crop.h >= 1 && p[0].crop.w >= 1 && p[1].crop.h >= 1 && p[1].crop.w >= 1);
+    vr_image_views_work_free(w);
 }
 
 /* A view's draws depend on its stream only: the same stream gives the same parameters, the
