@@ -7,8 +7,8 @@
  * libjpeg-turbo and the same settings, accurate integer IDCT and fancy upsampling, so no IDCT
  * difference is left to allow for); DCT-scaled decodes equal PIL's draft mode at 1/2, 1/4 and
  * 1/8, also byte for byte; file and memory input agree; every broken file (empty, text,
- * truncated, corrupt header, corrupt scan, corrupt PNG data, missing, a folder) is refused with a
- * message naming the file and what is wrong.
+ * truncated, corrupt header, corrupt scan, corrupt PNG data, tables only, missing, a folder) is
+ * refused with a message naming the file and what is wrong.
  *
  * Transforms with fixed parameters: resized crop, flip, the four jitter adjustments, grayscale,
  * solarisation and Pillow's Gaussian blur give torchvision's bytes exactly (atol 0 on 8-bit
@@ -190,6 +190,17 @@ static void test_decode_errors(void)
     static const uint8_t two[] = {0xff, 0xd8};
     CU_ASSERT_EQUAL(vr_image_decode(d, two, 2, "two bytes", 0, 0, &im), VR_ERR_FORMAT);
     CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "two bytes: truncated"));
+    /* a tables-only JPEG (SOI, one quantisation table, EOI: the abbreviated format, no frame):
+     * TurboJPEG reads it without error and without a size, which the probe took for an image of
+     * whatever the size variables held (found by fuzzing) */
+    uint8_t tables[2 + 4 + 1 + 64 + 2] = {0xff, 0xd8, 0xff, 0xdb, 0x00, 0x43, 0x00};
+    for (int i = 0; i < 64; i++) tables[7 + i] = 1;
+    tables[71] = 0xff, tables[72] = 0xd9;
+    vr_image_info info = {.h = 5, .w = 5};
+    CU_ASSERT_EQUAL(vr_image_probe(d, tables, sizeof tables, "tables", &info), VR_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "tables: corrupt JPEG (header: tables only, no image)"));
+    CU_ASSERT_EQUAL(vr_image_decode(d, tables, sizeof tables, "tables", 0, 0, &im), VR_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "tables: corrupt JPEG (header: tables only, no image)"));
     /* every prefix of a good JPEG and PNG fails cleanly (or, for a prefix that lacks only the
      * end marker, decodes), and the decoder works after each */
     const char *files[] = {"rgb420.jpg", "progressive.jpg", "rgb.png"};
