@@ -76,6 +76,7 @@ static int sink_full(const sink *s) { return !s->grow && s->len >= s->cap; }
 
 static vr_status sink_put(sink *s, const float *x, int64_t n, const char *name)
 {
+    if (n == 0) return VR_OK; /* nothing to move, and a growing sink may have no buffer yet */
     if (s->grow) {
         if (s->len + n > VR_AUDIO_MAX_SAMPLES)
             return vr_fail(VR_ERR_FORMAT, "audio", "%s: longer than %lld samples at %d Hz", name,

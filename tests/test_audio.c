@@ -259,6 +259,32 @@ static void test_crop_pad_memory(void)
     vr_audio_reader_free(r);
 }
 
+/* A fresh reader (no whole-signal buffer yet) decoding a source whose first resampler call
+ * yields no samples: 3 frames at 1 Hz, upsampled 16000-fold. The reader handed those 0 samples
+ * on as a copy from a NULL buffer, undefined behaviour that -fsanitize=undefined stops at
+ * (found by fuzzing; tests/fuzz's build runs this suite so instrumented). From memory and from
+ * the file, each on a fresh reader, the same samples, 3 s of them at 16 kHz. */
+static void test_first_chunk_empty(void)
+{
+    const char *path = tmp("three_frames_1hz.wav");
+    write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 1, 1, 3, TONE_AMP, 16);
+    size_t size;
+    void *bytes = slurp(path, &size);
+    vr_audio_reader *a, *b;
+    TU_OK(vr_audio_reader_create(RATE, &a));
+    TU_OK(vr_audio_reader_create(RATE, &b));
+    const float *x, *y;
+    int64_t nx = -1, ny = -1;
+    TU_OK(vr_audio_decode_memory(a, bytes, size, "three_frames_1hz.wav", &x, &nx, NULL));
+    TU_OK(vr_audio_decode(b, path, &y, &ny, NULL));
+    CU_ASSERT_EQUAL(nx, 3 * RATE);
+    CU_ASSERT_EQUAL(ny, nx);
+    if (nx == ny && nx > 0) CU_ASSERT(tu_close(x, y, (size_t)nx, 0.0, 0.0, "1 Hz: memory against file"));
+    free(bytes);
+    vr_audio_reader_free(a);
+    vr_audio_reader_free(b);
+}
+
 /* A reader reused across files and rates gives what a fresh reader gives. */
 static void test_reader_reuse(void)
 {
@@ -1011,6 +1037,7 @@ int main(void)
         {"formats", test_formats},
         {"resampler", test_resampler},
         {"crop_pad_memory", test_crop_pad_memory},
+        {"first_chunk_empty", test_first_chunk_empty},
         {"reader_reuse", test_reader_reuse},
         {"convert_pcm", test_convert_pcm},
         {"bad_inputs", test_bad_inputs},

@@ -7,8 +7,8 @@
  * libjpeg-turbo and the same settings, accurate integer IDCT and fancy upsampling, so no IDCT
  * difference is left to allow for); DCT-scaled decodes equal PIL's draft mode at 1/2, 1/4 and
  * 1/8, also byte for byte; file and memory input agree; every broken file (empty, text,
- * truncated, corrupt header, corrupt scan, corrupt PNG data, missing, a folder) is refused with a
- * message naming the file and what is wrong.
+ * truncated, corrupt header, corrupt scan, corrupt PNG data, tables only, missing, a folder) is
+ * refused with a message naming the file and what is wrong.
  *
  * Transforms with fixed parameters: resized crop, flip, the four jitter adjustments, grayscale,
  * solarisation and Pillow's Gaussian blur give torchvision's bytes exactly (atol 0 on 8-bit
@@ -190,6 +190,17 @@ static void test_decode_errors(void)
     static const uint8_t two[] = {0xff, 0xd8};
     CU_ASSERT_EQUAL(vr_image_decode(d, two, 2, "two bytes", 0, 0, &im), VR_ERR_FORMAT);
     CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "two bytes: truncated"));
+    /* a tables-only JPEG (SOI, one quantisation table, EOI: the abbreviated format, no frame):
+     * TurboJPEG reads it without error and without a size, which the probe took for an image of
+     * whatever the size variables held (found by fuzzing) */
+    uint8_t tables[2 + 4 + 1 + 64 + 2] = {0xff, 0xd8, 0xff, 0xdb, 0x00, 0x43, 0x00};
+    for (int i = 0; i < 64; i++) tables[7 + i] = 1;
+    tables[71] = 0xff, tables[72] = 0xd9;
+    vr_image_info info = {.h = 5, .w = 5};
+    CU_ASSERT_EQUAL(vr_image_probe(d, tables, sizeof tables, "tables", &info), VR_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "tables: corrupt JPEG (header: tables only, no image)"));
+    CU_ASSERT_EQUAL(vr_image_decode(d, tables, sizeof tables, "tables", 0, 0, &im), VR_ERR_FORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "tables: corrupt JPEG (header: tables only, no image)"));
     /* every prefix of a good JPEG and PNG fails cleanly (or, for a prefix that lacks only the
      * end marker, decodes), and the decoder works after each */
     const char *files[] = {"rgb420.jpg", "progressive.jpg", "rgb.png"};
@@ -668,6 +679,24 @@ static void test_sample_fallback(void)
     CU_ASSERT(c.h == 10 && c.w == 13 && c.top == 0 && c.left == (1000 - 13) / 2);
     vr_image_crop_sample(&r, 1000, 10, 0.9f, 1.0f, 0.75f, 4.0f / 3.0f, &c);
     CU_ASSERT(c.w == 10 && c.h == 13 && c.left == 0 && c.top == (1000 - 13) / 2);
+    /* a small image far outside the recipe's extreme ratios (1e3, 1e-3): torchvision's side
+     * would round to 0 pixels, the crop keeps 1 (found by fuzzing: a 4 x 4 image gave a 4 x 0
+     * crop, which no view can be made of) */
+    vr_image_crop_sample(&r, 4, 4, 0.08f, 1.0f, 1e3f, 1e3f, &c);
+    CU_ASSERT(c.w == 4 && c.h == 1 && c.left == 0 && c.top == 1);
+    vr_image_crop_sample(&r, 4, 4, 0.08f, 1.0f, 1e-3f, 1e-3f, &c);
+    CU_ASSERT(c.h == 4 && c.w == 1 && c.top == 0 && c.left == 1);
+    /* and the pair of such a configuration is made */
+    vr_image_views_config cfg;
+    vr_image_views_config_default(&cfg);
+    for (int v = 0; v < 2; v++) cfg.view[v].size = 8, cfg.view[v].ratio_min = cfg.view[v].ratio_max = 1e3f;
+    vr_image_views_work *w;
+    TU_OK(vr_image_views_work_create(&w));
+    static float a0[3 * 8 * 8], a1[3 * 8 * 8];
+    vr_image_view_params p[2];
+    TU_OK(vr_image_views_pair_file(&cfg, w, image_path("rgb420.jpg"), 1, 2, a0, a1, p));
+    CU_ASSERT(p[0].crop.h >= 1 && p[0].crop.w >= 1 && p[1].crop.h >= 1 && p[1].crop.w >= 1);
+    vr_image_views_work_free(w);
 }
 
 /* A view's draws depend on its stream only: the same stream gives the same parameters, the

@@ -140,12 +140,18 @@ static vr_status jpeg_fail(vr_image_decoder *d, const char *name, const char *st
     return s;
 }
 
+/* The frame's size and colour space. TurboJPEG answers a tables-only stream (quantisation and
+ * Huffman tables, no frame: JPEG's abbreviated format) with success and leaves the size
+ * unwritten, so the size starts at 0 and a stream without a frame is refused here. */
 static vr_status jpeg_header(vr_image_decoder *d, const uint8_t *p, size_t size, const char *name,
                              int *h, int *w, int *colorspace)
 {
     int subsamp;
+    *h = *w = 0;
     if (tjDecompressHeader3(d->tj, p, (unsigned long)size, w, h, &subsamp, colorspace) != 0)
         return jpeg_fail(d, name, "header");
+    if (*h < 1 || *w < 1)
+        return vr_fail(VR_ERR_FORMAT, DOMAIN, "%s: corrupt JPEG (header: tables only, no image)", name);
     return VR_OK;
 }
 

@@ -99,13 +99,15 @@ void vr_image_crop_sample(vr_rng *r, int h, int w, float scale_min, float scale_
         }
     }
     if (found) return;
+    /* torchvision's fallback, except that a side it would round to 0 (an image far from the
+     * ratio range, a few pixels across) is 1: an empty crop has no view */
     double in_ratio = (double)w / h;
     if (in_ratio < ratio_min) {
         out->w = w;
-        out->h = (int)rint(w / ratio_min);
+        out->h = (int)fmax(1.0, rint(w / ratio_min));
     } else if (in_ratio > ratio_max) {
         out->h = h;
-        out->w = (int)rint(h * ratio_max);
+        out->w = (int)fmax(1.0, rint(h * ratio_max));
     } else {
         out->w = w;
         out->h = h;

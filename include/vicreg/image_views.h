@@ -19,7 +19,7 @@
  * probability never changes what another transform draws. The distributions are
  * torchvision's: crop area fraction uniform in [scale_min, scale_max] and aspect ratio
  * log-uniform in [ratio_min, ratio_max], up to 10 tries, then a centre crop with the ratio
- * clamped; the jitter order a uniform permutation of the four adjustments; brightness,
+ * clamped (and at least one pixel a side, where torchvision's would be empty); the jitter order a uniform permutation of the four adjustments; brightness,
  * contrast and saturation factors uniform in [max(0, 1 - s), 1 + s], hue uniform in
  * [-hue, hue]; sigma uniform in [sigma_min, sigma_max].
  *

@@ -3,6 +3,7 @@
  * missing from another. */
 #include "recipe.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -313,6 +314,22 @@ static int parse_int(const char *v, double min, double max, long long *out)
     return 1;
 }
 
+/* 1 when the string value v reads back the same from the canonical text (vr_recipe_format),
+ * where it stands between "key = " and " ; help": one line without control characters, no
+ * space at either end (inih strips it), no ';' first or after a space (inih's inline comment,
+ * as the space of "= " precedes the value). A --set value, or a file's "key =;x", is taken as
+ * it is, so this is where such a value is refused. */
+static int writable_str(const char *v)
+{
+    size_t n = strlen(v);
+    if (n && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1]) || v[0] == ';')) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7f || (c == ';' && i && isspace((unsigned char)v[i - 1]))) return 0;
+    }
+    return 1;
+}
+
 /* Stores value v into key k of r; on failure fills why (what was expected). */
 static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, size_t len)
 {
@@ -322,6 +339,8 @@ static int set_value(vr_recipe *r, const key_def *k, const char *v, char *why, s
     case K_STR:
         if (strlen(v) >= k->size || strlen(v) > MAX_STR_VALUE)
             return snprintf(why, len, "at most %d characters", MAX_STR_VALUE), 0;
+        if (!writable_str(v))
+            return snprintf(why, len, "one line of text without control characters, spaces at its ends, ' ;' or a leading ';'"), 0;
         memcpy(field, v, strlen(v) + 1);
         return 1;
     case K_INT:
