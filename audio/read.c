@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <sndfile.h>
 #include <soxr.h>
 #include <stdlib.h>
@@ -168,11 +169,17 @@ static void describe(const SF_INFO *in, vr_audio_info *info)
                             .rate_hz = in->samplerate, .container = major.name, .encoding = sub.name};
 }
 
-/* Mixes one chunk of `got` frames (got * channels <= READ_FLOATS) and moves it to s,
- * through the resampler when converting. */
+/* Mixes one chunk of `got` frames (got * channels <= READ_FLOATS; the first is frame `at` of
+ * the file) and moves it to s, through the resampler when converting; a non-finite sample
+ * refuses the file. */
 static vr_status feed(vr_audio_reader *r, const float *frames, sf_count_t got, int channels, int converting,
-                      sink *s, const char *name)
+                      sink *s, const char *name, int64_t at)
 {
+    /* a float file can hold NaN or Inf, which would poison every batch it lands in */
+    for (int64_t i = 0; i < (int64_t)got * channels; i++)
+        if (!isfinite(frames[i]))
+            return vr_fail(VR_ERR_FORMAT, "audio", "%s: sample %lld of channel %d is not finite (%g)", name,
+                           (long long)(at + i / channels), (int)(i % channels) + 1, (double)frames[i]);
     const float *mono = frames;
     if (channels > 1) {
         mix(frames, got, channels, r->mono);
@@ -199,8 +206,8 @@ static vr_status decode(vr_audio_reader *r, SNDFILE *f, const SF_INFO *in, const
             return vr_fail(VR_ERR_FORMAT, "audio", "%s: decoding failed after %lld frames: %s", name,
                            (long long)total, sf_strerror(f));
         if (got <= 0) break;
+        VR_TRY(feed(r, r->frames, got, in->channels, converting, s, name, total));
         total += got;
-        VR_TRY(feed(r, r->frames, got, in->channels, converting, s, name));
     }
     if (total == 0) return vr_fail(VR_ERR_FORMAT, "audio", "%s: no audio frames", name);
     if (converting && !sink_full(s)) VR_TRY(resample(r, NULL, 0, s, name));
@@ -374,7 +381,7 @@ vr_status vr_audio_convert(vr_audio_reader *r, const float *pcm, int64_t frames,
     int64_t chunk = READ_FLOATS / channels;
     for (int64_t done = 0; done < frames; done += chunk) {
         int64_t got = frames - done < chunk ? frames - done : chunk;
-        VR_TRY(feed(r, pcm + done * channels, (sf_count_t)got, channels, converting, &s, name));
+        VR_TRY(feed(r, pcm + done * channels, (sf_count_t)got, channels, converting, &s, name, done));
     }
     if (converting) VR_TRY(resample(r, NULL, 0, &s, name));
     *samples = s.buf;

@@ -430,6 +430,28 @@ static void test_bad_inputs(void)
     CU_ASSERT_EQUAL(vr_audio_read_memory(r, "", 0, "clip-19", len, out, &valid, NULL), VR_ERR_FORMAT);
     CU_ASSERT(says("clip-19", "empty"));
 
+    /* a float WAV holding a NaN (frame 5000 of the right channel) or an Inf: refused by name
+     * and position; in PCM handed to the converter too */
+    const char *nan_wav = tmp("nan.wav");
+    float stereo[2 * 6000];
+    for (int i = 0; i < 2 * 6000; i++) stereo[i] = 0.25f * sinf(0.01f * (float)i);
+    stereo[2 * 5000 + 1] = NAN;
+    SF_INFO info = {.samplerate = RATE, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(nan_wav, SFM_WRITE, &info);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(sf_writef_float(f, stereo, 6000), 6000);
+    sf_close(f);
+    CU_ASSERT_EQUAL(vr_audio_read(r, nan_wav, len, out, &valid, NULL), VR_ERR_FORMAT);
+    CU_ASSERT(says(nan_wav, "sample 5000 of channel 2 is not finite"));
+    stereo[2 * 5000 + 1] = 0.0f;
+    stereo[2 * 10] = -INFINITY;
+    const float *conv;
+    int64_t nconv;
+    CU_ASSERT_EQUAL(vr_audio_convert(r, stereo, 6000, 2, RATE, "pcm-3", &conv, &nconv), VR_ERR_FORMAT);
+    CU_ASSERT(says("pcm-3", "sample 10 of channel 1 is not finite"));
+    stereo[2 * 10] = 0.0f;
+    TU_OK(vr_audio_convert(r, stereo, 6000, 2, RATE, "pcm-3", &conv, &nconv));
+
     /* arguments */
     CU_ASSERT_EQUAL(vr_audio_read(r, silent, 0, out, &valid, NULL), VR_ERR_ARG);
     vr_audio_reader *bad;
