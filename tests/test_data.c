@@ -678,6 +678,18 @@ static void test_recipe_resolve(void)
     unlink(path);
 }
 
+/* The resolved recipe's text loads back to the same text. */
+static void expect_round_trip(const vr_recipe *r)
+{
+    char *text = vr_recipe_format(r);
+    vr_recipe back;
+    TU_OK(vr_recipe_load_text(&back, text, "resolved", NULL, 0));
+    char *again = vr_recipe_format(&back);
+    CU_ASSERT_STRING_EQUAL(text, again);
+    free(text);
+    free(again);
+}
+
 /* An audio recipe: its sections resolve, round trip, give two branches, and bad values are
  * named. */
 static void test_recipe_audio(void)
@@ -703,13 +715,7 @@ static void test_recipe_audio(void)
     CU_ASSERT(bc[1].encoder.rank == 2 && bc[1].encoder.in_channels == 1);
     CU_ASSERT_STRING_EQUAL(bc[0].expander, "384-2048-2048-2048");
     CU_ASSERT_STRING_EQUAL(bc[1].encoder_prefix, "spec.backbone.");
-    char *text = vr_recipe_format(&r);
-    vr_recipe back;
-    TU_OK(vr_recipe_load_text(&back, text, "resolved", NULL, 0));
-    char *again = vr_recipe_format(&back);
-    CU_ASSERT_STRING_EQUAL(text, again);
-    free(text);
-    free(again);
+    expect_round_trip(&r);
     const char *bad[][2] = {{"audio_views.crop_seconds=3", "crop_seconds"},
                             {"spectrogram.mel_scale=mel", "htk, slaney"},
                             {"spectrogram.win_length=512", "[spectrogram]"},
@@ -742,13 +748,7 @@ static void test_recipe_string_values(void)
                           "data.train_folder=caf\xc3\xa9/train"};
     for (int i = 0; i < 4; i++) {
         TU_OK(vr_recipe_load(&r, path, &good[i], 1));
-        char *text = vr_recipe_format(&r);
-        vr_recipe back;
-        TU_OK(vr_recipe_load_text(&back, text, "resolved", NULL, 0));
-        char *again = vr_recipe_format(&back);
-        CU_ASSERT_STRING_EQUAL(text, again);
-        free(text);
-        free(again);
+        expect_round_trip(&r);
     }
     unlink(path);
 }

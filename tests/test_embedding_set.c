@@ -152,23 +152,6 @@ static void test_bad_sidecars(void)
     CU_ASSERT(access(npy, F_OK) != 0); /* nothing written */
 }
 
-/* The whole file at path (malloc'd; its length in *len), or NULL. */
-static unsigned char *slurp(const char *path, long *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)*len + 1);
-    if (b && fread(b, 1, (size_t)*len, f) != (size_t)*len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    return b;
-}
-
 static void test_full_disk(void)
 {
     static const char *names[3] = {"full.npy", "full.csv", "full.json"};
@@ -176,9 +159,9 @@ static void test_full_disk(void)
     for (int k = 0; k < 3; k++) path_of(paths[k], sizeof paths[k], names[k]);
     float x[12];
     write_set(paths[0], x);
-    unsigned char *good[3];
+    char *good[3];
     long good_len[3];
-    for (int k = 0; k < 3; k++) CU_ASSERT_PTR_NOT_NULL_FATAL(good[k] = slurp(paths[k], &good_len[k]));
+    for (int k = 0; k < 3; k++) CU_ASSERT_PTR_NOT_NULL_FATAL(good[k] = tu_read_file(paths[k], &good_len[k]));
 
     /* a bigger set: its rows (~1.5 KiB) and settings fit under the limit, its matrix (32 KiB) not */
     enum { N = 64, D = 128, LIMIT = 8192 };
@@ -207,7 +190,7 @@ static void test_full_disk(void)
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fprintf(stderr, "\n  writer child status %d\n", status);
     for (int k = 0; k < 3; k++) {
         long len = -1;
-        unsigned char *now = slurp(paths[k], &len);
+        char *now = tu_read_file(paths[k], &len);
         int same = now && len == good_len[k] && memcmp(now, good[k], (size_t)len) == 0;
         CU_ASSERT(same);
         if (!same) fprintf(stderr, "\n  %s was replaced (%ld bytes, was %ld)\n", paths[k], len, good_len[k]);

@@ -102,24 +102,6 @@ static int wait_cli(pid_t pid)
 /* Runs the program to its end; its exit status, or -1. */
 static int run_cli(const char *const *args, const char *out, const char *err) { return wait_cli(start_cli(args, out, err)); }
 
-/* The whole file at path (NUL-terminated, malloc'd), or NULL. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static int count_of(const char *text, const char *what)
 {
     int n = 0;
@@ -129,7 +111,7 @@ static int count_of(const char *text, const char *what)
 
 static double json_number(const char *path, const char *key)
 {
-    char *text = slurp(path);
+    char *text = tu_read_file(path, NULL);
     cJSON *j = cJSON_Parse(text ? text : "");
     const cJSON *v = cJSON_GetObjectItem(j, key);
     double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
@@ -242,7 +224,7 @@ static const char *const LOGGED[] = {"step", "epoch", "loss", "invariance", "var
 
 static void compare_metrics(const char *a_path, const char *b_path)
 {
-    char *a = slurp(a_path), *b = slurp(b_path);
+    char *a = tu_read_file(a_path, NULL), *b = tu_read_file(b_path, NULL);
     CU_ASSERT_FATAL(a && b);
     int lines = 0;
     char *sa, *sb;
@@ -274,7 +256,7 @@ static void test_kill_and_resume(void)
     snprintf(set_a, sizeof set_a, "train.run_dir=%s", tmp("a"));
     run_a[3] = set_a;
     CU_ASSERT_EQUAL_FATAL(run_cli(run_a, tmp("a.out"), tmp("a.err")), 0);
-    char *err = slurp(tmp("a.err"));
+    char *err = tu_read_file(tmp("a.err"), NULL);
     CU_ASSERT_FATAL(err != NULL);
     CU_ASSERT_EQUAL(count_of(err, "warning: skipped"), 2);
     CU_ASSERT_EQUAL(count_of(err, "05_bad_truncated.jpg"), 1);
@@ -326,23 +308,6 @@ static void test_kill_and_resume(void)
     free(bb);
 }
 
-/* The bytes of the file at path (malloc'd, *len of them), or NULL. */
-static unsigned char *file_bytes(const char *path, long *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)*len + 1);
-    if (b && fread(b, 1, (size_t)*len, f) != (size_t)*len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    return b;
-}
-
 static int temporaries_in(const char *dir_path)
 {
     int n = 0;
@@ -363,19 +328,19 @@ static void test_full_disk(void)
     const char *first[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--set", "train.epochs=1", NULL};
     CU_ASSERT_EQUAL_FATAL(run_cli(first, tmp("full1.out"), tmp("full1.err")), 0);
     long good_len = 0;
-    unsigned char *good = file_bytes(ckpt, &good_len);
+    char *good = tu_read_file(ckpt, &good_len);
     CU_ASSERT_FATAL(good != NULL && good_len > (1 << 20));
     const char *resume[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--resume", ckpt, NULL};
     int rc = wait_cli(start_cli_fsize(resume, tmp("full2.out"), tmp("full2.err"), 1 << 20));
     CU_ASSERT(rc > 0);
-    char *err = slurp(tmp("full2.err"));
+    char *err = tu_read_file(tmp("full2.err"), NULL);
     CU_ASSERT_FATAL(err != NULL);
     int named = strstr(err, ckpt) && strstr(err, strerror(EFBIG));
     CU_ASSERT(named);
     if (!named || rc <= 0) fprintf(stderr, "\n  exit %d, stderr:\n%s\n", rc, err);
     free(err);
     long len = -1;
-    unsigned char *now = file_bytes(ckpt, &len);
+    char *now = tu_read_file(ckpt, &len);
     CU_ASSERT(now && len == good_len && memcmp(now, good, (size_t)len) == 0);
     free(now);
     free(good);
@@ -395,7 +360,7 @@ static void test_not_finite(void)
                           "--set", "train.checkpoint_every=1", NULL};
     int rc = run_cli(args, tmp("diverge.out"), tmp("diverge.err"));
     CU_ASSERT(rc > 0);
-    char *err = slurp(tmp("diverge.err"));
+    char *err = tu_read_file(tmp("diverge.err"), NULL);
     CU_ASSERT_FATAL(err != NULL);
     /* the stop names the step whose loss, or whose updated parameters, were not finite */
     const char *stop = strstr(err, "training stopped: ");
@@ -447,7 +412,7 @@ static void test_eval_commands(void)
     double top1 = json_number(j, "top1"), last = json_number(j, "last_top1");
     CU_ASSERT(top1 >= last && top1 <= 1.0 && last >= 0.0);
     CU_ASSERT_EQUAL(json_number(j, "top5"), 1.0); /* 3 classes: every row is a top-5 hit */
-    char *out = slurp(tmp("linear.out"));
+    char *out = tu_read_file(tmp("linear.out"), NULL);
     CU_ASSERT(out && strstr(out, "SGD 7 epochs, batch 256, lr 0.05 cosine"));
     free(out);
 
@@ -542,7 +507,7 @@ static void check_dry_run(const char *recipe, const char *epochs, const char *ba
     snprintf(set, sizeof set, "data.train_folder=%s", tmp("no_imagenet_here"));
     const char *args[] = {"train", path, "--dry-run", "--set", set, NULL};
     CU_ASSERT_EQUAL_FATAL(run_cli(args, tmp("dry.out"), tmp("dry.err")), 0);
-    char *out = slurp(tmp("dry.out"));
+    char *out = tu_read_file(tmp("dry.out"), NULL);
     CU_ASSERT_FATAL(out != NULL);
     for (size_t i = 0; i < sizeof SPEC / sizeof SPEC[0]; i++)
         CU_ASSERT(check_value(out, SPEC[i].section, SPEC[i].key, SPEC[i].value));
@@ -572,7 +537,7 @@ static void test_dry_run_imagenet(void)
     snprintf(set, sizeof set, "data.train_folder=%s", tmp("no_imagenet_here"));
     const char *args[] = {"train", path, "--dry-run", "--set", set, "--set", "data.assumed_train_size=0", NULL};
     CU_ASSERT_EQUAL(run_cli(args, tmp("dry.out"), tmp("dry.err")), 1);
-    char *err = slurp(tmp("dry.err"));
+    char *err = tu_read_file(tmp("dry.err"), NULL);
     CU_ASSERT(err && strstr(err, "no_imagenet_here: no such folder"));
     free(err);
 }

@@ -16,6 +16,26 @@
 #define VR_FIXTURE_DIR "tests/fixtures"
 #endif
 
+/* The whole file at path, NUL-terminated (malloc'd; its length in *len when len is not NULL),
+ * or NULL when it cannot be read. */
+static inline char *tu_read_file(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) b[n] = '\0';
+    if (b && len) *len = n;
+    return b;
+}
+
 /* The committed fixture `file` under VR_FIXTURE_DIR, opened; NULL (and the reason printed)
  * when it cannot be. */
 static inline vr_safetensors *tu_open_fixture(const char *file)
