@@ -1,5 +1,6 @@
 /* Writes the binary seeds of the fuzz corpora with the project's own writers and the libraries
- * it reads with: make_corpus DIR fills DIR/safetensors, DIR/npy, DIR/audio and DIR/image with a
+ * it reads with: make_corpus DIR fills DIR/safetensors, DIR/npy, DIR/audio, DIR/image, DIR/idx
+ * and DIR/index with a
  * handful of small valid files each (a few hundred bytes: a fuzzer mutates small inputs
  * fastest). The text seeds (recipe, manifest) are committed as they are. Built with
  * -Dfuzz=enabled; rerun by hand when a reader learns a new format:
@@ -16,7 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
+#include <zlib.h>
 
+#include "vicreg/index.h"
 #include "vicreg/npy.h"
 #include "vicreg/safetensors.h"
 
@@ -201,6 +204,52 @@ static void image_seeds(void)
     png_seed("gray_alpha_interlaced_11x7.png", 11, 7, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA, 8, 1);
 }
 
+/* ---- IDX: the MNIST layout by hand, plain and gzip ---- */
+
+static void idx_seed(const char *name, int rank, const int *sizes, int compress)
+{
+    unsigned char buf[256] = {0, 0, 0x08, (unsigned char)rank};
+    size_t len = 4, count = 1;
+    for (int i = 0; i < rank; i++, len += 4) {
+        buf[len + 3] = (unsigned char)sizes[i];
+        count *= (size_t)sizes[i];
+    }
+    for (size_t i = 0; i < count; i++) buf[len++] = (unsigned char)(i * 37 % 251);
+    if (!compress) {
+        put("idx", name, buf, len);
+        return;
+    }
+    gzFile g = gzopen(out_path("idx", name), "wb9");
+    if (!g || gzwrite(g, buf, (unsigned)len) != (int)len || gzclose(g) != Z_OK) die(name, "cannot write gzip");
+}
+
+static void idx_seeds(void)
+{
+    idx_seed("labels5", 1, (const int[]){5}, 0);
+    idx_seed("images2x3x4", 3, (const int[]){2, 3, 4}, 0);
+    idx_seed("images3x2x2.gz", 3, (const int[]){3, 2, 2}, 1);
+    idx_seed("labels3.gz", 1, (const int[]){3}, 1);
+}
+
+/* ---- search index: the project's writer ---- */
+
+static void index_seed(const char *name, int with_rows, const char *settings)
+{
+    const float x[3 * 4] = {1, 0, 0, 0, 0, 1, 0, 0, 0.6f, 0.8f, 0, 0};
+    vr_embedding_row rows[3] = {{"a.wav", 0, 1, "yes"}, {"b.flac", 0.5, 1.5, ""}, {"c.ogg", 0, 2, "no"}};
+    vr_index_config c = vr_index_defaults();
+    vr_index *ix;
+    ok(vr_index_build(x, 3, 4, with_rows ? rows : NULL, settings, &c, &ix));
+    ok(vr_index_save(ix, out_path("index", name)));
+    vr_index_free(ix);
+}
+
+static void index_seeds(void)
+{
+    index_seed("flat_rows.vri", 1, "{\"branch\": \"spec\"}");
+    index_seed("flat_bare.vri", 0, NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -213,5 +262,7 @@ int main(int argc, char **argv)
     npy_seeds();
     audio_seeds();
     image_seeds();
+    idx_seeds();
+    index_seeds();
     return 0;
 }

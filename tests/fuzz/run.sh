@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [-j N] [-o SUMMARY] [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGETs default to all of them: safetensors npy recipe
-# manifest audio image. -j N runs N targets at once (default 1); two invocations with different
+# manifest audio image idx index. -j N runs N targets at once (default 1); two invocations with different
 # target lists may also run side by side (the build is serialised by a lock).
 #
 # On Debian 12, as root, installs what is missing: the project's packages (.ci/deps) and
@@ -24,7 +24,7 @@
 # rerun it with build-fuzz/tests/fuzz/fuzz_TARGET FILE).
 set -euo pipefail
 
-ALL_TARGETS=(safetensors npy recipe manifest audio image)
+ALL_TARGETS=(safetensors npy recipe manifest audio image idx index)
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=$ROOT/build-fuzz
