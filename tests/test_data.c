@@ -135,6 +135,17 @@ static void test_idx_malformed(void)
     write_idx(im, 0, MAGIC_IMAGES, small_dims, 3, small_pixels, 0); /* header only */
     expect_error(vr_idx_read(im, 3, dims, &data), VR_ERR_FORMAT, im, "truncated");
 
+    /* sizes no file of this length can hold are refused before the allocation they ask for
+     * (found by fuzzing: a 10-byte file had the reader allocate 84 MB): Fashion-MNIST's
+     * 60000 x 28 x 28 over 12 bytes, plain and gzip */
+    const uint32_t big[3] = {60000, 28, 28};
+    write_idx(im, 0, MAGIC_IMAGES, big, 3, small_pixels, 12);
+    expect_error(vr_idx_read(im, 3, dims, &data), VR_ERR_FORMAT, im, "promise 47040000 data bytes, the file holds 12");
+    CU_ASSERT_PTR_NULL(data);
+    write_idx(im, 1, MAGIC_IMAGES, big, 3, small_pixels, 12);
+    expect_error(vr_idx_read(im, 3, dims, &data), VR_ERR_FORMAT, im, "more than a gzip file");
+    CU_ASSERT_PTR_NULL(data);
+
     const uint8_t not_idx[4] = {0x89, 'P', 'N', 'G'};
     write_idx(im, 0, not_idx, small_dims, 3, small_pixels, sizeof small_pixels);
     expect_error(vr_idx_read(im, 3, dims, &data), VR_ERR_FORMAT, im, "magic");

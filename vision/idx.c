@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "vicreg/tensor.h"
@@ -11,6 +12,8 @@
 /* A guard against a corrupt size field asking for an absurd allocation: 4 GiB is far beyond
  * any IDX data set in use (Fashion-MNIST's training images are 47 MB). */
 #define IDX_MAX_BYTES ((uint64_t)1 << 32)
+/* deflate's largest expansion: a gzip stream of n bytes inflates to at most about 1032 n */
+#define GZIP_MAX_RATIO 1032u
 
 /* Reads exactly len bytes; VR_ERR_FORMAT for a short read (truncated file or gzip stream). */
 static vr_status read_exact(gzFile f, const char *path, void *buf, size_t len, const char *what)
@@ -73,6 +76,18 @@ static vr_status read_body(gzFile f, const char *path, int rank, int64_t *dims, 
 {
     uint64_t total;
     VR_TRY(read_header(f, path, rank, dims, &total));
+    /* sizes the file cannot hold are refused before the allocation they would ask for */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        uint64_t bytes = (uint64_t)st.st_size, head = 4 + 4 * (uint64_t)rank;
+        int plain = gzdirect(f);
+        if (plain && total + head > bytes)
+            return vr_fail(VR_ERR_FORMAT, "idx", "%s: truncated: the sizes promise %llu data bytes, the file holds %llu",
+                           path, (unsigned long long)total, (unsigned long long)(bytes - head));
+        if (!plain && total > GZIP_MAX_RATIO * bytes)
+            return vr_fail(VR_ERR_FORMAT, "idx", "%s: the sizes promise %llu data bytes, more than a gzip file "
+                           "of %llu bytes can hold", path, (unsigned long long)total, (unsigned long long)bytes);
+    }
     *data = vr_alloc((size_t)total);
     if (!*data) return vr_fail(VR_ERR_NOMEM, "idx", "%s: cannot allocate %llu bytes", path,
                                (unsigned long long)total);
