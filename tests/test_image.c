@@ -24,6 +24,7 @@
 #include <math.h>
 #include <sys/stat.h>
 
+#include "image_files.h"
 #include "testutil.h"
 #include "vicreg/image.h"
 #include "vicreg/image_ops.h"
@@ -169,6 +170,59 @@ static void expect_failure(vr_image_decoder *d, const char *path, vr_status want
                 vr_status_str(want), words);
     CU_ASSERT(ok);
     vr_image_free(&im);
+}
+
+/* A JPEG's bytes with every quantisation table segment (DQT) cut out: an abbreviated stream
+ * that only decodes with tables some earlier stream left behind. malloc'd, *n bytes. */
+static uint8_t *without_dqt(const uint8_t *p, size_t size, size_t *n)
+{
+    uint8_t *q = malloc(size);
+    size_t i = 2, o = 2;
+    memcpy(q, p, 2);
+    while (i + 4 <= size && p[i] == 0xff && p[i + 1] != 0xda) {
+        size_t len = 2 + ((size_t)p[i + 2] << 8 | p[i + 3]);
+        if (p[i + 1] != 0xdb) memcpy(q + o, p + i, len), o += len;
+        i += len;
+    }
+    memcpy(q + o, p + i, size - i);
+    *n = o + size - i;
+    return q;
+}
+
+/* What an image decodes to does not depend on what the decoder decoded before: a JPEG without
+ * quantisation tables is refused on a fresh decoder, and also right after a good JPEG whose
+ * tables libjpeg would otherwise lend it (found by fuzzing: a stream decoded with the tables
+ * of the one before). */
+static void test_decode_history(void)
+{
+    enum { H = 16, W = 24 };
+    uint8_t px[H * W * 3];
+    vr_rng r;
+    vr_rng_seed(&r, 11);
+    if_picture(&r, H, W, px);
+    tjhandle t = tjInitCompress();
+    unsigned char *jpeg = NULL;
+    unsigned long size = 0;
+    CU_ASSERT_FATAL(t && tjCompress2(t, px, W, W * 3, H, TJPF_RGB, &jpeg, &size, TJSAMP_444, 50, 0) == 0);
+    size_t n;
+    uint8_t *bare = without_dqt(jpeg, size, &n);
+    CU_ASSERT_FATAL(n < size);
+    vr_image_decoder *d;
+    TU_OK(vr_image_decoder_create(&d));
+    vr_image im = {0};
+    CU_ASSERT_EQUAL(vr_image_decode(d, bare, n, "bare", 0, 0, &im), VR_ERR_FORMAT);
+    TU_OK(vr_image_decode(d, jpeg, size, "whole", 0, 0, &im));
+    vr_status s = vr_image_decode(d, bare, n, "bare after whole", 0, 0, &im);
+    CU_ASSERT_EQUAL(s, VR_ERR_FORMAT);
+    if (s != VR_ERR_FORMAT) fprintf(stderr, "\n  the bare stream decoded with the tables of the one before\n");
+    vr_image_info info;
+    TU_OK(vr_image_probe(d, jpeg, size, "whole", &info));
+    CU_ASSERT_EQUAL(vr_image_decode(d, bare, n, "bare after a probe", 0, 0, &im), VR_ERR_FORMAT);
+    free(bare);
+    tjFree(jpeg);
+    tjDestroy(t);
+    vr_image_free(&im);
+    vr_image_decoder_free(d);
 }
 
 static void test_decode_errors(void)
@@ -929,6 +983,7 @@ int main(void)
         {"decode_formats", test_decode_formats},
         {"decode_dct_scaling", test_decode_dct_scaling},
         {"decode_errors", test_decode_errors},
+        {"decode_history", test_decode_history},
         {"decode_reuse", test_decode_reuse},
         {"resized_crop_flip", test_resized_crop},
         {"colour", test_colour},

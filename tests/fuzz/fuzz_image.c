@@ -84,7 +84,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the pair as training makes it: its own decode, DCT-scaled where the crops allow */
     vr_image_view_params pair[2];
-    if (vr_image_views_pair(&c, work, data, size, "fuzz", seed, 1, out0, out1, pair) != VR_OK) abort();
+    if (vr_image_views_pair(&c, work, data, size, "fuzz", seed, 1, out0, out1, pair) != VR_OK) {
+        fprintf(stderr, "the pair of a %dx%d image that decoded failed: %s\n", img.w, img.h, vr_last_error());
+        abort();
+    }
 
     /* the evaluation input */
     vr_image_eval_config e;
