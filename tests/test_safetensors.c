@@ -35,20 +35,11 @@ static int write_bytes(const char *path, const void *bytes, size_t len)
     return fclose(f) == 0 && ok;
 }
 
-/* The whole file in a malloc'd buffer (NULL if it cannot be read). */
+/* The whole file in a malloc'd buffer (NULL if it cannot be read), its length as a size_t. */
 static unsigned char *read_bytes(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
+    long n = 0;
+    unsigned char *b = (unsigned char *)tu_read_file(path, &n);
     *len = (size_t)n;
     return b;
 }
