@@ -624,6 +624,7 @@ static unsigned char *make_good_file(const char *path, size_t *len)
 {
     unsigned char b[256];
     size_t n = ref_file(b);
+    *len = 0;
     if (!write_bytes(path, b, n)) return NULL;
     return read_bytes(path, len);
 }
