@@ -82,8 +82,7 @@ vr_status vr_embedding_set_write(const char *npy_path, const vr_embedding_set *s
     if (s->meta_json) VR_TRY(vr_embedding_set_sidecar(npy_path, ".json", json_path, sizeof json_path));
     vr_atomic_file a[3] = {0};
     vr_status st = VR_OK;
-    int k = 0;
-    for (; k < 3 && st == VR_OK; k++) {
+    for (int k = 0; k < 3 && st == VR_OK; k++) {
         if (!paths[k]) continue;
         st = vr_atomic_open(&a[k], paths[k], "embeddings");
         if (st != VR_OK) break;
