@@ -279,9 +279,9 @@ static void bn_run(vr_backend *be, const bn_in *in, bn_io *o)
     if (in->res) TU_OK(be->alloc(be, cnt * sizeof(float), &DR));
     /* evaluation first: it reads the running statistics before training updates them */
     TU_OK(be->bn_forward_eval(be, in->n, in->c, in->s, X, G, B, R, in->relu, YE, RM, RV, 1e-5f));
-    TU_OK(be->bn_forward_train(be, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS, RM, RV,
+    TU_OK(be->bn_forward_train(be, NULL, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS, RM, RV,
                                0.1f, 1e-5f));
-    TU_OK(be->bn_backward(be, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS, DX, DG,
+    TU_OK(be->bn_backward(be, NULL, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS, DX, DG,
                           DB, DR));
     o->y = to_host(be, Y, cnt);
     o->y_eval = to_host(be, YE, cnt);

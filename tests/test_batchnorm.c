@@ -2,6 +2,8 @@
  * residual and ReLU fusions) against a naive double-precision reference and against finite
  * differences of L = sum(y * r). Shapes cover S = 1 (channels along a row, one or several
  * tiles) and S > 1, N = 2 and odd sizes. Tolerances are |got - ref| <= atol + rtol*|ref|. */
+#include <pthread.h>
+
 #include "testutil.h"
 
 #define MOMENTUM 0.1f
@@ -26,6 +28,7 @@ typedef struct bn_case {
     float *gamma, *beta, *mean, *invstd, *rm, *rv;       /* (C) */
     float *dgamma, *dbeta;                               /* (C) */
     vr_backend *be;
+    const vr_bn_sync *sync;                              /* NULL: local statistics */
 } bn_case;
 
 static float *alloc_f(size_t count)
@@ -92,7 +95,7 @@ static float *copy_f(const float *src, size_t count)
 
 static vr_status run_train(bn_case *k)
 {
-    return k->be->bn_forward_train(k->be, k->n, k->c, k->s, k->x, k->gamma, k->beta, k->res,
+    return k->be->bn_forward_train(k->be, k->sync, k->n, k->c, k->s, k->x, k->gamma, k->beta, k->res,
                                    k->relu, k->y, k->mean, k->invstd, k->rm, k->rv, MOMENTUM, EPS);
 }
 
@@ -104,7 +107,7 @@ static vr_status run_eval(bn_case *k)
 
 static vr_status run_backward(bn_case *k)
 {
-    return k->be->bn_backward(k->be, k->n, k->c, k->s, k->dy, k->relu ? k->y : NULL, k->x,
+    return k->be->bn_backward(k->be, k->sync, k->n, k->c, k->s, k->dy, k->relu ? k->y : NULL, k->x,
                               k->gamma, k->mean, k->invstd, k->dx, k->dgamma, k->dbeta, k->dres);
 }
 
@@ -411,6 +414,162 @@ static void test_threads_identical(void)
     vr_backend_destroy(be[1]);
 }
 
+/* SyncBN: `ranks` threads stand for the ranks of a data-parallel run, each with its own CPU
+ * backend and rows [r*h, (r+1)*h) of one batch, exchanging their statistics through the hook
+ * (a shared slot per rank between two barriers). */
+typedef struct fake_comm {
+    int ranks;
+    size_t count;               /* doubles per rank of the current exchange */
+    double *slots;              /* (ranks, 2*C max) */
+    pthread_barrier_t bar;
+} fake_comm;
+
+typedef struct fake_rank {
+    fake_comm *fc;
+    int rank;
+    vr_bn_sync sync;
+    bn_case k;
+    vr_status train, backward;
+} fake_rank;
+
+static void fake_post(fake_rank *r, const double *mine, size_t count)
+{
+    memcpy(r->fc->slots + (size_t)r->rank * count, mine, count * sizeof *mine);
+    pthread_barrier_wait(&r->fc->bar);
+}
+
+static vr_status fake_gather(void *ctx, const double *mine, size_t count, double *all)
+{
+    fake_rank *r = ctx;
+    fake_post(r, mine, count);
+    memcpy(all, r->fc->slots, (size_t)r->fc->ranks * count * sizeof *all);
+    pthread_barrier_wait(&r->fc->bar);
+    return VR_OK;
+}
+
+static vr_status fake_reduce(void *ctx, double *sums, size_t count)
+{
+    fake_rank *r = ctx;
+    fake_post(r, sums, count);
+    for (size_t i = 0; i < count; i++) {
+        double v = 0.0;
+        for (int q = 0; q < r->fc->ranks; q++) v += r->fc->slots[(size_t)q * count + i];
+        sums[i] = v;
+    }
+    pthread_barrier_wait(&r->fc->bar);
+    return VR_OK;
+}
+
+static void *fake_rank_run(void *arg)
+{
+    fake_rank *r = arg;
+    r->train = run_train(&r->k);
+    r->backward = run_backward(&r->k);
+    return NULL;
+}
+
+/* rows [i0, i0 + n) of a (N,C,S) array, or NULL */
+static float *rows_of(const float *a, int i0, int n, const bn_case *full)
+{
+    if (!a) return NULL;
+    size_t row = (size_t)full->c * full->s;
+    return copy_f(a + (size_t)i0 * row, (size_t)n * row);
+}
+
+static int close_rows(const float *got, const float *ref, size_t count, const char *what)
+{
+    return tu_close(got, ref, count, 2e-5, 2e-5, what);
+}
+
+/* ranks processes of h rows each with SyncBN equal one process holding all ranks*h rows:
+ * outputs, saved and running statistics, dx and dres row for row; dgamma and dbeta summed over
+ * the ranks (as the gradient all-reduce does). Tolerance |d| <= 2e-5 + 2e-5*|ref| (the
+ * statistics are merged in another order, in double). */
+static void test_sync_ranks(void)
+{
+    const shape sh[] = {{2, 3, 1}, {3, 37, 1}, {4, 600, 1}, {19, 40, 1}, {1, 5, 7}, {3, 4, 13},
+                        {2, 3, 67}};
+    vr_backend *be_full;
+    TU_OK(vr_cpu_backend_create(2, &be_full));
+    for (int ranks = 2; ranks <= 3; ranks++)
+        for (int si = 0; si < 7; si++)
+            for (int f = 0; f < 4; f++) {
+                const int h = sh[si].n;
+                bn_case full;
+                case_init(&full, be_full, (shape){h * ranks, sh[si].c, sh[si].s}, f >> 1, f & 1,
+                          700 + si * 4 + f);
+                size_t c = (size_t)full.c, row = c * (size_t)full.s;
+                memset(full.dgamma, 0, c * sizeof(float));
+                memset(full.dbeta, 0, c * sizeof(float));
+                fake_comm fc = {.ranks = ranks, .slots = calloc((size_t)ranks * 2 * c, sizeof(double))};
+                pthread_barrier_init(&fc.bar, NULL, (unsigned)ranks);
+                fake_rank rk[3];
+                pthread_t th[3];
+                for (int r = 0; r < ranks; r++) {
+                    fake_rank *q = &rk[r];
+                    *q = (fake_rank){.fc = &fc, .rank = r};
+                    q->sync = (vr_bn_sync){.ctx = q, .ranks = ranks, .gather = fake_gather,
+                                           .reduce = fake_reduce};
+                    TU_OK(vr_cpu_backend_create(1, &q->k.be));
+                    bn_case *k = &q->k;
+                    k->n = h, k->c = full.c, k->s = full.s, k->relu = full.relu;
+                    k->count = (size_t)h * row;
+                    k->sync = &q->sync;
+                    k->x = rows_of(full.x, r * h, h, &full);
+                    k->dy = rows_of(full.dy, r * h, h, &full);
+                    k->res = rows_of(full.res, r * h, h, &full);
+                    k->dres = rows_of(full.dres, r * h, h, &full);
+                    k->y = alloc_f(k->count);
+                    k->dx = alloc_f(k->count);
+                    k->gamma = copy_f(full.gamma, c);
+                    k->beta = copy_f(full.beta, c);
+                    k->rm = copy_f(full.rm, c);
+                    k->rv = copy_f(full.rv, c);
+                    k->mean = alloc_f(c);
+                    k->invstd = alloc_f(c);
+                    k->dgamma = alloc_f(c);
+                    k->dbeta = alloc_f(c);
+                }
+                for (int r = 0; r < ranks; r++) pthread_create(&th[r], NULL, fake_rank_run, &rk[r]);
+                for (int r = 0; r < ranks; r++) pthread_join(th[r], NULL);
+                TU_OK(run_train(&full));
+                TU_OK(run_backward(&full));
+                char what[128];
+                float *dg = alloc_f(c), *db = alloc_f(c);
+                for (int r = 0; r < ranks; r++) {
+                    bn_case *k = &rk[r].k;
+                    CU_ASSERT_EQUAL(rk[r].train, VR_OK);
+                    CU_ASSERT_EQUAL(rk[r].backward, VR_OK);
+                    snprintf(what, sizeof what, "sync %d ranks (%d,%d,%d) %s rank %d", ranks, h,
+                             k->c, k->s, fusion_name(f >> 1, f & 1), r);
+                    size_t o = (size_t)r * h * row;
+                    CU_ASSERT(close_rows(k->y, full.y + o, k->count, what));
+                    CU_ASSERT(close_rows(k->dx, full.dx + o, k->count, what));
+                    if (k->dres) CU_ASSERT(close_rows(k->dres, full.dres + o, k->count, what));
+                    CU_ASSERT(close_rows(k->mean, full.mean, c, what));
+                    CU_ASSERT(close_rows(k->invstd, full.invstd, c, what));
+                    CU_ASSERT(close_rows(k->rm, full.rm, c, what));
+                    CU_ASSERT(close_rows(k->rv, full.rv, c, what));
+                    for (size_t j = 0; j < c; j++) {
+                        dg[j] += k->dgamma[j];
+                        db[j] += k->dbeta[j];
+                    }
+                }
+                CU_ASSERT(close_rows(dg, full.dgamma, c, "dgamma summed over ranks"));
+                CU_ASSERT(close_rows(db, full.dbeta, c, "dbeta summed over ranks"));
+                free(dg);
+                free(db);
+                for (int r = 0; r < ranks; r++) {
+                    vr_backend_destroy(rk[r].k.be);
+                    case_free(&rk[r].k);
+                }
+                pthread_barrier_destroy(&fc.bar);
+                free(fc.slots);
+                case_free(&full);
+            }
+    vr_backend_destroy(be_full);
+}
+
 static void test_bad_shapes(void)
 {
     vr_backend *be;
@@ -418,7 +577,7 @@ static void test_bad_shapes(void)
     float v[4] = {1, 2, 3, 4}, g[2] = {1, 1}, b[2] = {0, 0}, m[2], is[2], rm[2] = {0, 0},
           rv[2] = {1, 1}, y[4];
     /* one value per channel cannot be normalised with batch statistics (as PyTorch) */
-    CU_ASSERT_EQUAL(be->bn_forward_train(be, 1, 2, 1, v, g, b, NULL, 0, y, m, is, rm, rv, MOMENTUM,
+    CU_ASSERT_EQUAL(be->bn_forward_train(be, NULL, 1, 2, 1, v, g, b, NULL, 0, y, m, is, rm, rv, MOMENTUM,
                                          EPS), VR_ERR_SHAPE);
     CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "batchnorm"));
     CU_ASSERT_EQUAL(be->bn_forward_eval(be, 0, 2, 1, v, g, b, NULL, 0, y, rm, rv, EPS),
@@ -437,6 +596,7 @@ int main(void)
         {"backward vs reference, all fusions", test_backward},
         {"backward vs finite differences", test_backward_finite_differences},
         {"1 and 2 threads give identical bits", test_threads_identical},
+        {"SyncBN over 2 and 3 ranks equals one process", test_sync_ranks},
         {"bad shapes", test_bad_shapes},
         {NULL, NULL},
     };

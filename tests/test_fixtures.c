@@ -215,12 +215,12 @@ static void test_batchnorm(void)
         CU_ASSERT(match(gy, ye, nx, p, "y_eval"));
         memcpy(grm, rm, (size_t)ch * 4);
         memcpy(grv, rv, (size_t)ch * 4);
-        TU_OK(be->bn_forward_train(be, n, ch, s, x, gamma, beta, res, relu, gy, stats, stats + ch,
+        TU_OK(be->bn_forward_train(be, NULL, n, ch, s, x, gamma, beta, res, relu, gy, stats, stats + ch,
                                    grm, grv, mom, eps));
         CU_ASSERT(match(gy, y, nx, p, "y"));
         CU_ASSERT(match(grm, rmo, (size_t)ch, p, "running_mean_out"));
         CU_ASSERT(match(grv, rvo, (size_t)ch, p, "running_var_out"));
-        TU_OK(be->bn_backward(be, n, ch, s, dy, relu ? gy : NULL, x, gamma, stats, stats + ch, gdx,
+        TU_OK(be->bn_backward(be, NULL, n, ch, s, dy, relu ? gy : NULL, x, gamma, stats, stats + ch, gdx,
                               gdg, gdb, res ? gres : NULL));
         double gain = 0; /* the largest gamma * invstd: dx is dy scaled by it, less two means */
         for (int k = 0; k < ch; k++) gain = fmax(gain, fabs(gamma[k] * stats[ch + k]));

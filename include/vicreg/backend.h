@@ -44,6 +44,20 @@ typedef struct vr_vicreg_terms {
     double loss, invariance, variance, covariance;
 } vr_vicreg_terms;
 
+/* Batch norm synchronised over the ranks of a data-parallel run (SyncBN), host memory.
+ * The training forward hands `gather` this rank's (C,2) per-channel mean and sum of squared
+ * deviations and receives every rank's, (ranks,C,2) in rank order, which it merges in that
+ * order, so all ranks normalise with the same statistics of the global batch. The backward
+ * hands `reduce` its (C,2) sums of g and g*(x - mean), summed over the ranks in place; dx then
+ * follows from the global sums, while dgamma and dbeta take this rank's own (the gradient
+ * all-reduce adds the ranks'). Every rank holds the same number of samples. */
+typedef struct vr_bn_sync {
+    void *ctx;
+    int ranks;
+    vr_status (*gather)(void *ctx, const double *mine, size_t count, double *all);
+    vr_status (*reduce)(void *ctx, double *sums, size_t count);
+} vr_bn_sync;
+
 typedef struct vr_backend vr_backend;
 
 struct vr_backend {
@@ -76,8 +90,10 @@ struct vr_backend {
      * training: y = gamma * (x - mean) * invstd + beta with biased batch variance; running
      * statistics updated as PyTorch (momentum, unbiased variance); mean, invstd (C) are saved
      * for the backward. Fusions used by ResNet blocks: when `residual` is not NULL it is added
-     * after the affine step; when relu is non-zero, y = max(y, 0). */
-    vr_status (*bn_forward_train)(vr_backend *be, int n, int c, int s, const float *x,
+     * after the affine step; when relu is non-zero, y = max(y, 0). With sync (not NULL) the
+     * statistics are those of every rank's batch (vr_bn_sync). */
+    vr_status (*bn_forward_train)(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                  const float *x,
                                   const float *gamma, const float *beta, const float *residual,
                                   int relu, float *y, float *mean, float *invstd,
                                   float *running_mean, float *running_var, float momentum,
@@ -89,8 +105,9 @@ struct vr_backend {
                                  const float *running_var, float eps);
     /* dx overwritten; dgamma, dbeta (C) +=. When y_relu is not NULL the forward had relu and dy
      * is first masked by y_relu > 0. When dres is not NULL it receives the (masked) gradient
-     * of the residual input (overwritten). */
-    vr_status (*bn_backward)(vr_backend *be, int n, int c, int s, const float *dy,
+     * of the residual input (overwritten). sync as the training forward's. */
+    vr_status (*bn_backward)(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                             const float *dy,
                              const float *y_relu, const float *x, const float *gamma,
                              const float *mean, const float *invstd, float *dx, float *dgamma,
                              float *dbeta, float *dres);

@@ -27,6 +27,7 @@ typedef struct vr_ctx {
     int n;            /* samples in this pass, at most the planned batch */
     int groups;       /* BatchNorm statistic groups (n divisible by groups) */
     int train;        /* batch statistics and running-stat updates when non-zero */
+    const vr_bn_sync *sync; /* SyncBN over the ranks of a data-parallel run; NULL: local */
 } vr_ctx;
 
 /* A convolution without bias followed by BatchNorm (the only conv form in a ResNet). */

@@ -21,7 +21,8 @@ typedef enum vr_status {
     VR_ERR_UNSUPPORTED, /* valid request this build or backend cannot do */
     VR_ERR_NUMERIC,     /* NaN or Inf where a finite number is required */
     VR_ERR_DEVICE,      /* a device (GPU) call failed or no device is present */
-    VR_ERR_NOT_FOUND    /* a named object (tensor, key, file) is missing */
+    VR_ERR_NOT_FOUND,   /* a named object (tensor, key, file) is missing */
+    VR_ERR_COMM         /* a collective failed or timed out: another process died or hangs */
 } vr_status;
 
 /* "ok", "out of memory", ... */

@@ -19,6 +19,7 @@ const char *vr_status_str(vr_status s)
     case VR_ERR_NUMERIC: return "non-finite value";
     case VR_ERR_DEVICE: return "device error";
     case VR_ERR_NOT_FOUND: return "not found";
+    case VR_ERR_COMM: return "communication failure";
     }
     return "unknown status";
 }

@@ -80,7 +80,7 @@ vr_status vr_convbn_forward(const vr_convbn *l, const vr_ctx *c, int rank, const
         const float *res = residual ? residual + g * per : NULL;
         if (c->train) {
             float *mean = c->ws + l->stats + (size_t)g * 2 * l->cout;
-            VR_TRY(be->bn_forward_train(be, ng, l->cout, s, co + g * per, c->p + l->gamma,
+            VR_TRY(be->bn_forward_train(be, c->sync, ng, l->cout, s, co + g * per, c->p + l->gamma,
                                         c->p + l->beta, res, relu, out + g * per, mean,
                                         mean + l->cout, c->buf + l->rmean, c->buf + l->rvar,
                                         0.1f, 1e-5f));
@@ -105,7 +105,7 @@ vr_status vr_convbn_backward(const vr_convbn *l, const vr_ctx *c, int rank, cons
     size_t per = (size_t)ng * l->cout * s;
     for (int g = 0; g < c->groups; g++) {
         const float *mean = c->ws + l->stats + (size_t)g * 2 * l->cout;
-        VR_TRY(be->bn_backward(be, ng, l->cout, s, dy + g * per, relu ? out + g * per : NULL,
+        VR_TRY(be->bn_backward(be, c->sync, ng, l->cout, s, dy + g * per, relu ? out + g * per : NULL,
                                co + g * per, c->p + l->gamma, mean, mean + l->cout,
                                tmp + g * per, c->g + l->gamma, c->g + l->beta,
                                dres ? dres + g * per : NULL));

@@ -99,7 +99,7 @@ vr_status vr_expander_forward(vr_expander *e, const vr_ctx *c, const float *x)
             size_t off = (size_t)g * ng * out;
             if (c->train) {
                 float *mean = c->ws + e->layer[i].stats + (size_t)g * 2 * out;
-                VR_TRY(be->bn_forward_train(be, ng, out, 1, lo + off, c->p + e->layer[i].gamma,
+                VR_TRY(be->bn_forward_train(be, c->sync, ng, out, 1, lo + off, c->p + e->layer[i].gamma,
                                             c->p + e->layer[i].beta, NULL, 1, o + off, mean,
                                             mean + out, c->buf + e->layer[i].rmean,
                                             c->buf + e->layer[i].rvar, 0.1f, 1e-5f));
@@ -130,7 +130,7 @@ vr_status vr_expander_backward(vr_expander *e, const vr_ctx *c, const float *x, 
             for (int g = 0; g < c->groups; g++) {
                 size_t off = (size_t)g * ng * out;
                 const float *mean = c->ws + e->layer[i].stats + (size_t)g * 2 * out;
-                VR_TRY(be->bn_backward(be, ng, out, 1, dy + off, c->ws + e->layer[i].out + off,
+                VR_TRY(be->bn_backward(be, c->sync, ng, out, 1, dy + off, c->ws + e->layer[i].out + off,
                                        c->ws + e->layer[i].lin_out + off,
                                        c->p + e->layer[i].gamma, mean, mean + out, B + off,
                                        c->g + e->layer[i].gamma, c->g + e->layer[i].beta, NULL));

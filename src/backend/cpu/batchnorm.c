@@ -240,17 +240,96 @@ static void bn_tile_stats(const float *x, size_t n, size_t stride, int w, double
     }
 }
 
-vr_status vr_cpu_bn_forward_train(vr_backend *be, int n, int c, int s, const float *x,
-                                  const float *gamma, const float *beta, const float *residual,
-                                  int relu, float *y, float *mean, float *invstd,
-                                  float *running_mean, float *running_var, float momentum,
-                                  float eps)
+/* SyncBN's statistics: the ranks' (mean, m2) of channel ch, all (ranks,C,2), merged in rank
+ * order (Chan et al.), every rank holding `count` values. */
+static void bn_merge_ranks(const double *all, int ranks, int c, int ch, double count, double *mean,
+                           double *m2)
+{
+    double mu = 0.0, q = 0.0;
+    for (int r = 0; r < ranks; r++) {
+        const double *o = all + ((size_t)r * c + ch) * 2;
+        double delta = o[0] - mu;
+        mu += delta / (double)(r + 1);
+        q += o[1] + delta * delta * count * (double)r / (double)(r + 1);
+    }
+    *mean = mu;
+    *m2 = q;
+}
+
+/* The training forward with SyncBN: every channel's local statistics into st (C,2), gathered
+ * over the ranks, merged, then the output pass (which reads x a second time from memory). */
+static vr_status bn_forward_sync(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                 const float *x, const bn_train *p, const float *residual,
+                                 int relu, float *y)
+{
+    const int nt = vr_cpu_threads(be), ranks = sync->ranks;
+    const size_t cs = (size_t)c * s;
+    float *scratch;
+    /* st (C,2) | all (ranks,C,2) | alpha, shift (C,2) as floats */
+    VR_TRY(vr_cpu_scratch(be, ((size_t)ranks + 2) * 2 * c * sizeof(double), &scratch));
+    double *st = (double *)scratch, *all = st + 2 * (size_t)c;
+    float *coef = (float *)(all + 2 * (size_t)ranks * c);
+    if (s == 1) {
+        const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
+            double mean[BN_TILE], m2[BN_TILE];
+            bn_tile_stats(x + c0, (size_t)n, cs, w, mean, m2);
+            for (int j = 0; j < w; j++) {
+                st[2 * (c0 + j)] = mean[j];
+                st[2 * (c0 + j) + 1] = m2[j];
+            }
+        }
+    } else {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int ch = 0; ch < c; ch++)
+            bn_channel_stats(x + (size_t)ch * s, (size_t)n, cs, (size_t)s, &st[2 * ch], &st[2 * ch + 1]);
+    }
+    VR_TRY(sync->gather(sync->ctx, st, 2 * (size_t)c, all));
+    for (int ch = 0; ch < c; ch++) {
+        double mu, m2;
+        bn_merge_ranks(all, ranks, c, ch, (double)n * s, &mu, &m2);
+        bn_finish(p, ch, mu, m2, &coef[2 * ch], &coef[2 * ch + 1]);
+    }
+    if (s == 1) {
+        const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
+            float alpha[BN_TILE], shift[BN_TILE];
+            for (int j = 0; j < w; j++) {
+                alpha[j] = coef[2 * (c0 + j)];
+                shift[j] = coef[2 * (c0 + j) + 1];
+            }
+            bn_apply_tile_rows(y + c0, x + c0, residual ? residual + c0 : NULL, (size_t)n, cs, w,
+                               p->mean + c0, alpha, shift, relu);
+        }
+        return VR_OK;
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int ch = 0; ch < c; ch++)
+        for (size_t i = 0; i < (size_t)n; i++) {
+            size_t o = i * cs + (size_t)ch * s;
+            bn_apply_row(y + o, x + o, residual ? residual + o : NULL, (size_t)s, p->mean[ch],
+                         coef[2 * ch], coef[2 * ch + 1], relu);
+        }
+    return VR_OK;
+}
+
+vr_status vr_cpu_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                  const float *x, const float *gamma, const float *beta,
+                                  const float *residual, int relu, float *y, float *mean,
+                                  float *invstd, float *running_mean, float *running_var,
+                                  float momentum, float eps)
 {
     VR_TRY(bn_check(n, c, s, 1));
     const int nt = vr_cpu_threads(be);
+    const int ranks = sync ? sync->ranks : 1;
     const bn_train p = {gamma, beta, mean, invstd, running_mean, running_var,
-                        momentum, eps, (double)n * s};
+                        momentum, eps, (double)n * s * ranks};
     const size_t cs = (size_t)c * s;
+    if (sync) return bn_forward_sync(be, sync, n, c, s, x, &p, residual, relu, y);
 
     if (s == 1) {
         const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
@@ -377,17 +456,166 @@ static inline void bn_grad_run(const float *dy, const float *y_relu, const float
     *sgx += t;
 }
 
+/* Pass 1 of the backward on a tile of w adjacent channels (S == 1): n rows `stride` apart;
+ * sg, sgx (w) = sum g, sum g*(x - m) in double. */
+static void bn_tile_grad_sums(const float *dy, const float *y_relu, const float *x, float *dx,
+                              float *dres, size_t n, size_t stride, int w, const float *m,
+                              double *sg, double *sgx)
+{
+    for (int j = 0; j < w; j++) sg[j] = sgx[j] = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        size_t o = i * stride;
+        if (i + 1 < n) {
+            bn_prefetch_run(dy + o + stride, (size_t)w);
+            bn_prefetch_run(x + o + stride, (size_t)w);
+            if (y_relu) bn_prefetch_run(y_relu + o + stride, (size_t)w);
+        }
+        const float *g = bn_grad_row(dy + o, y_relu ? y_relu + o : NULL, dx + o,
+                                     dres ? dres + o : NULL, (size_t)w);
+        const float *xr = x + o;
+#pragma omp simd
+        for (int j = 0; j < w; j++) {
+            sg[j] += g[j];
+            sgx[j] += (double)g[j] * ((double)xr[j] - m[j]);
+        }
+    }
+}
+
+/* Pass 2 on a tile: dx = a*(g - ((x - m)*k + gm)) per channel, g read from gsrc. */
+static void bn_tile_grad_apply(const float *gsrc, const float *x, float *dx, size_t n,
+                               size_t stride, int w, const float *m, const float *a,
+                               const float *gm, const float *k)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t o = i * stride;
+        if (i + 1 < n) {
+            bn_prefetch_run(gsrc + o + stride, (size_t)w);
+            bn_prefetch_run(x + o + stride, (size_t)w);
+        }
+        const float *g = gsrc + o, *xr = x + o;
+        float *d = dx + o;
+#pragma omp simd
+        for (int j = 0; j < w; j++) d[j] = a[j] * (g[j] - fmaf(xr[j] - m[j], k[j], gm[j]));
+    }
+}
+
+/* Pass 1 on one channel (S > 1): n rows of s floats, `stride` apart. */
+static void bn_channel_grad_sums(const float *dy, const float *y_relu, const float *x, float *dx,
+                                 float *dres, size_t n, size_t stride, size_t s, float m,
+                                 double *sg, double *sgx)
+{
+    *sg = *sgx = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        size_t o = i * stride;
+        bn_grad_run(dy + o, y_relu ? y_relu + o : NULL, x + o, dx + o, dres ? dres + o : NULL, s,
+                    m, i + 1 < n ? stride : 0, sg, sgx);
+    }
+}
+
+/* Pass 2 on one channel. */
+static void bn_channel_grad_apply(const float *gsrc, const float *x, float *dx, size_t n,
+                                  size_t stride, size_t s, float m, float a, float gm, float k)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t o = i * stride;
+        const float *g = gsrc + o, *xr = x + o;
+        float *d = dx + o;
+#pragma omp simd
+        for (size_t j = 0; j < s; j++) d[j] = a * (g[j] - fmaf(xr[j] - m, k, gm));
+    }
+}
+
+/* The backward's per-channel step between the passes: dbeta += sg, dgamma += invstd*sgx of
+ * this process's values; the coefficients of dx from the sums over the whole batch (gsg, gsgx
+ * of `count` values: this process's, or every rank's under SyncBN). */
+static void bn_grad_coef(double sg, double sgx, double gsg, double gsgx, double count, float gamma,
+                         double is, float *dgamma, float *dbeta, float *a, float *gm, float *k)
+{
+    *dbeta += (float)sg;
+    *dgamma += (float)(sgx * is);
+    *a = (float)(gamma * is);
+    *gm = (float)(gsg / count);
+    *k = (float)(gsgx * is * is / count);
+}
+
+/* The backward with SyncBN: pass 1 over every channel into loc (C,2), the sums over the ranks
+ * into glob (C,2), then pass 2. */
+static vr_status bn_backward_sync(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                  const float *dy, const float *y_relu, const float *x,
+                                  const float *gamma, const float *mean, const float *invstd,
+                                  float *dx, float *dgamma, float *dbeta, float *dres)
+{
+    const int nt = vr_cpu_threads(be);
+    const size_t cs = (size_t)c * s;
+    const double count = (double)n * s * sync->ranks;
+    const float *gsrc = y_relu ? dx : dy;
+    float *scratch;
+    /* loc (C,2) | glob (C,2) | a, gm, k (C,3) as floats */
+    VR_TRY(vr_cpu_scratch(be, (size_t)c * (4 * sizeof(double) + 3 * sizeof(float)), &scratch));
+    double *loc = (double *)scratch, *glob = loc + 2 * (size_t)c;
+    float *coef = (float *)(glob + 2 * (size_t)c);
+    if (s == 1) {
+        const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
+            double sg[BN_TILE], sgx[BN_TILE];
+            bn_tile_grad_sums(dy + c0, y_relu ? y_relu + c0 : NULL, x + c0, dx + c0,
+                              dres ? dres + c0 : NULL, (size_t)n, cs, w, mean + c0, sg, sgx);
+            for (int j = 0; j < w; j++) {
+                loc[2 * (c0 + j)] = sg[j];
+                loc[2 * (c0 + j) + 1] = sgx[j];
+            }
+        }
+    } else {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int ch = 0; ch < c; ch++) {
+            const size_t b = (size_t)ch * s;
+            bn_channel_grad_sums(dy + b, y_relu ? y_relu + b : NULL, x + b, dx + b,
+                                 dres ? dres + b : NULL, (size_t)n, cs, (size_t)s, mean[ch],
+                                 &loc[2 * ch], &loc[2 * ch + 1]);
+        }
+    }
+    memcpy(glob, loc, 2 * (size_t)c * sizeof *glob);
+    VR_TRY(sync->reduce(sync->ctx, glob, 2 * (size_t)c));
+    float *a = coef, *gm = coef + c, *k = coef + 2 * (size_t)c;
+    for (int ch = 0; ch < c; ch++)
+        bn_grad_coef(loc[2 * ch], loc[2 * ch + 1], glob[2 * ch], glob[2 * ch + 1], count, gamma[ch],
+                     invstd[ch], &dgamma[ch], &dbeta[ch], &a[ch], &gm[ch], &k[ch]);
+    if (s == 1) {
+        const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
+            bn_tile_grad_apply(gsrc + c0, x + c0, dx + c0, (size_t)n, cs, w, mean + c0, a + c0,
+                               gm + c0, k + c0);
+        }
+        return VR_OK;
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int ch = 0; ch < c; ch++) {
+        const size_t b = (size_t)ch * s;
+        bn_channel_grad_apply(gsrc + b, x + b, dx + b, (size_t)n, cs, (size_t)s, mean[ch], a[ch],
+                              gm[ch], k[ch]);
+    }
+    return VR_OK;
+}
+
 /* Backward, in two passes per channel (x-mean is xhat/invstd):
  *   pass 1: g = masked dy; sums sg = sum g and sgx = sum g*(x-mean), in double;
  *   pass 2: dx = gamma*invstd * (g - sg/M - (x-mean) * sgx*invstd^2/M),
  * which is invstd*gamma/M * (M*g - sum g - xhat * sum g*xhat) written around x-mean, as PyTorch,
- * to keep the cancellation small. dgamma += invstd*sgx, dbeta += sg. */
-vr_status vr_cpu_bn_backward(vr_backend *be, int n, int c, int s, const float *dy,
-                             const float *y_relu, const float *x, const float *gamma,
-                             const float *mean, const float *invstd, float *dx, float *dgamma,
-                             float *dbeta, float *dres)
+ * to keep the cancellation small. dgamma += invstd*sgx, dbeta += sg. Without SyncBN the two
+ * passes of a channel (or tile) run back to back, while its data is still in cache. */
+vr_status vr_cpu_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                             const float *dy, const float *y_relu, const float *x,
+                             const float *gamma, const float *mean, const float *invstd,
+                             float *dx, float *dgamma, float *dbeta, float *dres)
 {
     VR_TRY(bn_check(n, c, s, 1));
+    if (sync)
+        return bn_backward_sync(be, sync, n, c, s, dy, y_relu, x, gamma, mean, invstd, dx, dgamma,
+                                dbeta, dres);
     const int nt = vr_cpu_threads(be);
     const double count = (double)n * s;
     const size_t cs = (size_t)c * s;
@@ -399,71 +627,28 @@ vr_status vr_cpu_bn_backward(vr_backend *be, int n, int c, int s, const float *d
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int t = 0; t < tiles; t++) {
             const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
-            const float *m = mean + c0;
             double sg[BN_TILE], sgx[BN_TILE];
             float a[BN_TILE], gm[BN_TILE], k[BN_TILE];
-            for (int j = 0; j < w; j++) sg[j] = sgx[j] = 0.0;
-            for (size_t i = 0; i < (size_t)n; i++) {
-                size_t o = i * cs + c0;
-                if (i + 1 < (size_t)n) {
-                    bn_prefetch_run(dy + o + cs, (size_t)w);
-                    bn_prefetch_run(x + o + cs, (size_t)w);
-                    if (y_relu) bn_prefetch_run(y_relu + o + cs, (size_t)w);
-                }
-                const float *g = bn_grad_row(dy + o, y_relu ? y_relu + o : NULL, dx + o,
-                                             dres ? dres + o : NULL, (size_t)w);
-                const float *xr = x + o;
-#pragma omp simd
-                for (int j = 0; j < w; j++) {
-                    sg[j] += g[j];
-                    sgx[j] += (double)g[j] * ((double)xr[j] - m[j]);
-                }
-            }
-            for (int j = 0; j < w; j++) {
-                double is = invstd[c0 + j];
-                dbeta[c0 + j] += (float)sg[j];
-                dgamma[c0 + j] += (float)(sgx[j] * is);
-                a[j] = (float)(gamma[c0 + j] * is);
-                gm[j] = (float)(sg[j] / count);
-                k[j] = (float)(sgx[j] * is * is / count);
-            }
-            for (size_t i = 0; i < (size_t)n; i++) {
-                size_t o = i * cs + c0;
-                if (i + 1 < (size_t)n) {
-                    bn_prefetch_run(gsrc + o + cs, (size_t)w);
-                    bn_prefetch_run(x + o + cs, (size_t)w);
-                }
-                const float *g = gsrc + o, *xr = x + o;
-                float *d = dx + o;
-#pragma omp simd
-                for (int j = 0; j < w; j++) d[j] = a[j] * (g[j] - fmaf(xr[j] - m[j], k[j], gm[j]));
-            }
+            bn_tile_grad_sums(dy + c0, y_relu ? y_relu + c0 : NULL, x + c0, dx + c0,
+                              dres ? dres + c0 : NULL, (size_t)n, cs, w, mean + c0, sg, sgx);
+            for (int j = 0; j < w; j++)
+                bn_grad_coef(sg[j], sgx[j], sg[j], sgx[j], count, gamma[c0 + j], invstd[c0 + j],
+                             &dgamma[c0 + j], &dbeta[c0 + j], &a[j], &gm[j], &k[j]);
+            bn_tile_grad_apply(gsrc + c0, x + c0, dx + c0, (size_t)n, cs, w, mean + c0, a, gm, k);
         }
         return VR_OK;
     }
 
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int ch = 0; ch < c; ch++) {
-        const size_t base = (size_t)ch * s;
-        const float m = mean[ch];
-        double sg = 0.0, sgx = 0.0;
-        for (size_t i = 0; i < (size_t)n; i++) {
-            size_t o = i * cs + base;
-            bn_grad_run(dy + o, y_relu ? y_relu + o : NULL, x + o, dx + o, dres ? dres + o : NULL,
-                        (size_t)s, m, i + 1 < (size_t)n ? cs : 0, &sg, &sgx);
-        }
-        const double is = invstd[ch];
-        dbeta[ch] += (float)sg;
-        dgamma[ch] += (float)(sgx * is);
-        const float a = (float)(gamma[ch] * is), gm = (float)(sg / count),
-                    k = (float)(sgx * is * is / count);
-        for (size_t i = 0; i < (size_t)n; i++) {
-            size_t o = i * cs + base;
-            const float *g = gsrc + o, *xr = x + o;
-            float *d = dx + o;
-#pragma omp simd
-            for (size_t j = 0; j < (size_t)s; j++) d[j] = a * (g[j] - fmaf(xr[j] - m, k, gm));
-        }
+        const size_t b = (size_t)ch * s;
+        double sg, sgx;
+        float a, gm, k;
+        bn_channel_grad_sums(dy + b, y_relu ? y_relu + b : NULL, x + b, dx + b,
+                             dres ? dres + b : NULL, (size_t)n, cs, (size_t)s, mean[ch], &sg, &sgx);
+        bn_grad_coef(sg, sgx, sg, sgx, count, gamma[ch], invstd[ch], &dgamma[ch], &dbeta[ch], &a,
+                     &gm, &k);
+        bn_channel_grad_apply(gsrc + b, x + b, dx + b, (size_t)n, cs, (size_t)s, mean[ch], a, gm, k);
     }
     return VR_OK;
 }

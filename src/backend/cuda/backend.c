@@ -4,7 +4,8 @@
  * Names: "cuda" computes in float32 throughout; "cuda-tf32" lets convolutions and linear layers
  * use TF32 tensor cores (PyTorch's default for cuDNN convolutions); "cuda-bf16" runs them in
  * bfloat16 with float32 accumulation (mixed precision). All three keep parameters, gradients,
- * optimiser state, batch norm and the loss in float32. The backend uses device 0. */
+ * optimiser state, batch norm and the loss in float32. The backend uses device 0, or under an
+ * MPI launcher its local rank's device. */
 #include "cuda.h"
 
 #include <string.h>
@@ -131,6 +132,7 @@ static void cuda_destroy(vr_backend *be)
         vr_cuda_conv_plans_free(c);
         if (c->scratch) cudaFree(c->scratch);
         if (c->pinned) cudaFreeHost(c->pinned);
+        free(c->sync_host);
         if (c->dnn) cudnnDestroy(c->dnn);
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -139,7 +141,20 @@ static void cuda_destroy(vr_backend *be)
     free(be);
 }
 
-/* Device 0, if there is one the runtime can use and this build has kernels for. */
+/* This process's place among the processes of its machine, as the MPI launcher tells it: the
+ * device of a data-parallel rank is its local rank modulo the devices; 0 outside a launcher. */
+static int local_rank(void)
+{
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return 0;
+}
+
+/* The process's device (local rank modulo the devices, so device 0 for one process), if there
+ * is one the runtime can use and this build has kernels for. */
 static vr_status open_device(vr_cuda_ctx *c, const char *name)
 {
     int count = 0;
@@ -149,7 +164,7 @@ static vr_status open_device(vr_cuda_ctx *c, const char *name)
         cudaGetLastError(); /* not sticky: leaves the runtime usable for a later attempt */
         return vr_fail(VR_ERR_DEVICE, "cuda", "no CUDA device: %s", why);
     }
-    c->device = 0;
+    c->device = local_rank() % count;
     VR_CUDA_TRY(cudaSetDevice(c->device));
     int major = 0, minor = 0;
     VR_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device));
@@ -158,8 +173,8 @@ static vr_status open_device(vr_cuda_ctx *c, const char *name)
      * cores need 8.0 as well */
     if (major < 8)
         return vr_fail(VR_ERR_UNSUPPORTED, "cuda",
-                       "%s: device 0 has compute capability %d.%d; this build needs 8.0 or later",
-                       name, major, minor);
+                       "%s: device %d has compute capability %d.%d; this build needs 8.0 or "
+                       "later", name, c->device, major, minor);
     return VR_OK;
 }
 

@@ -93,22 +93,42 @@ typedef struct bn_train_args {
     double momentum, eps;
 } bn_train_args;
 
+/* Merges channel ch's chunks (q: (chunks,2) means and sums of squared deviations) in order
+ * (Chan et al.): the mean, m2 and count of all of them. */
+static __device__ void bn_merge_chunks(bn_cut p, const double *q, double *mean_out, double *m2_out,
+                                       double *cnt_out)
+{
+    double cnt = 0.0, mean = 0.0, m2 = 0.0;
+    for (unsigned j = 0; j < p.chunks; j++) {
+        unsigned k0 = j * p.len;
+        double nb = (double)((k0 + p.len < p.m ? k0 + p.len : p.m) - k0);
+        double delta = q[2 * j] - mean, tot = cnt + nb;
+        mean += delta * nb / tot;
+        m2 += q[2 * j + 1] + delta * delta * cnt * nb / tot;
+        cnt = tot;
+    }
+    *mean_out = mean;
+    *m2_out = m2;
+    *cnt_out = cnt;
+}
+
+/* SyncBN: one thread per channel, this process's (mean, m2) of the channel into st (C,2). */
+static __global__ void bn_local_stats_k(bn_cut p, int c, const double *part, double *st)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
+        double cnt;
+        bn_merge_chunks(p, part + (size_t)ch * p.chunks * 2, &st[2 * ch], &st[2 * ch + 1], &cnt);
+    }
+}
+
 /* One thread per channel: merges the chunks in order, then as the CPU's bn_finish: saves mean
  * and invstd, updates the running statistics, and gives the affine coefficients around the
- * saved (float) mean. */
+ * saved (float) mean. Under SyncBN the "chunks" are the ranks. */
 static __global__ void bn_finish_k(bn_cut p, int c, const double *part, bn_train_args a)
 {
     for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
-        const double *q = part + (size_t)ch * p.chunks * 2;
-        double cnt = 0.0, mean = 0.0, m2 = 0.0;
-        for (unsigned j = 0; j < p.chunks; j++) {
-            unsigned k0 = j * p.len;
-            double nb = (double)((k0 + p.len < p.m ? k0 + p.len : p.m) - k0);
-            double delta = q[2 * j] - mean, tot = cnt + nb;
-            mean += delta * nb / tot;
-            m2 += q[2 * j + 1] + delta * delta * cnt * nb / tot;
-            cnt = tot;
-        }
+        double cnt, mean, m2;
+        bn_merge_chunks(p, part + (size_t)ch * p.chunks * 2, &mean, &m2, &cnt);
         double invstd = 1.0 / sqrt(m2 / cnt + a.eps);
         double unbiased = m2 / (cnt - 1.0);
         a.mean[ch] = (float)mean;
@@ -175,25 +195,44 @@ static __global__ void bn_grad_sums_k(bn_cut p, int c, int s, const float *dy,
     }
 }
 
-/* One thread per channel: the sums over chunks in order; dbeta += sum g, dgamma += invstd *
- * sum g(x - mean); the coefficients of dx = a*(g - ((x - mean)*k + gm)). */
-static __global__ void bn_grad_finish_k(bn_cut p, int c, const double *part, const float *gamma,
-                                        const float *invstd, float *dgamma, float *dbeta,
-                                        float *a, float *gm, float *k)
+/* The sums of g and g*(x - mean) of channel ch over its chunks, in order. */
+static __device__ void bn_sum_chunks(const double *q, unsigned chunks, double *sg, double *sgx)
+{
+    double a = 0.0, b = 0.0;
+    for (unsigned j = 0; j < chunks; j++) {
+        a += q[2 * j];
+        b += q[2 * j + 1];
+    }
+    *sg = a;
+    *sgx = b;
+}
+
+/* SyncBN: one thread per channel, this process's sums into loc (C,2). */
+static __global__ void bn_local_sums_k(unsigned chunks, int c, const double *part, double *loc)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x)
+        bn_sum_chunks(part + (size_t)ch * chunks * 2, chunks, &loc[2 * ch], &loc[2 * ch + 1]);
+}
+
+/* One thread per channel: dbeta += sum g, dgamma += invstd * sum g(x - mean) of this process
+ * (part, (C,chunks,2)); the coefficients of dx = a*(g - ((x - mean)*k + gm)) from the sums over
+ * the whole batch of `count` values (glob, (C,gchunks,2): part itself, or under SyncBN the
+ * sums over the ranks). */
+static __global__ void bn_grad_finish_k(unsigned chunks, int c, const double *part,
+                                        unsigned gchunks, const double *glob, double count,
+                                        const float *gamma, const float *invstd, float *dgamma,
+                                        float *dbeta, float *a, float *gm, float *k)
 {
     for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
-        const double *q = part + (size_t)ch * p.chunks * 2;
-        double sg = 0.0, sgx = 0.0;
-        for (unsigned j = 0; j < p.chunks; j++) {
-            sg += q[2 * j];
-            sgx += q[2 * j + 1];
-        }
-        const double is = invstd[ch], count = (double)p.m;
+        double sg, sgx, gsg, gsgx;
+        bn_sum_chunks(part + (size_t)ch * chunks * 2, chunks, &sg, &sgx);
+        bn_sum_chunks(glob + (size_t)ch * gchunks * 2, gchunks, &gsg, &gsgx);
+        const double is = invstd[ch];
         dbeta[ch] += (float)sg;
         dgamma[ch] += (float)(sgx * is);
         a[ch] = (float)(gamma[ch] * is);
-        gm[ch] = (float)(sg / count);
-        k[ch] = (float)(sgx * is * is / count);
+        gm[ch] = (float)(gsg / count);
+        k[ch] = (float)(gsgx * is * is / count);
     }
 }
 
@@ -214,22 +253,61 @@ static __global__ void bn_grad_apply_k(I total, int c, int s, const float *dy,
 
 static size_t align256(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 
-/* Scratch of one call: the partial sums (C, chunks, 2) and three per-channel float arrays. */
+/* Scratch of one call: the partial sums (C, chunks, 2), three per-channel float arrays, and
+ * under SyncBN `extra` doubles. */
 typedef struct bn_work {
     double *part;
     float *f[3];
+    double *extra;
 } bn_work;
 
-static vr_status bn_scratch(vr_backend *be, int c, const bn_cut *p, bn_work *w)
+static vr_status bn_scratch(vr_backend *be, int c, const bn_cut *p, size_t extra, bn_work *w)
 {
     size_t part_bytes = align256((size_t)c * p->chunks * 2 * sizeof(double));
     size_t coef_bytes = align256((size_t)c * sizeof(float));
     void *base;
-    VR_TRY(vr_cuda_scratch(be, part_bytes + 3 * coef_bytes, &base));
+    VR_TRY(vr_cuda_scratch(be, part_bytes + 3 * coef_bytes + extra * sizeof(double), &base));
     char *b = (char *)base;
     w->part = (double *)b;
     for (int i = 0; i < 3; i++) w->f[i] = (float *)(b + part_bytes + i * coef_bytes);
+    w->extra = (double *)(b + part_bytes + 3 * coef_bytes);
     return VR_OK;
+}
+
+/* SyncBN's host step: `count` doubles of dev to the host, through fn (gather: out has `ranks`
+ * times as many; reduce: in place), back to the device at dev_out. */
+static vr_status bn_sync_host(vr_backend *be, const vr_bn_sync *sync, const double *dev,
+                              size_t count, int gather, double *dev_out)
+{
+    vr_cuda_ctx *x = vr_cuda(be);
+    size_t need = gather ? count * (1 + 2 * (size_t)sync->ranks) : count;
+    if (x->sync_host_count < need) {
+        double *h = (double *)realloc(x->sync_host, need * sizeof(double));
+        if (!h) return vr_fail(VR_ERR_NOMEM, "batchnorm", "no host memory for SyncBN");
+        x->sync_host = h;
+        x->sync_host_count = need;
+    }
+    /* mine (count) | all (ranks, count) | the transposed all */
+    double *mine = x->sync_host, *all = mine + count, *out = all + count * sync->ranks;
+    VR_CUDA_TRY(cudaMemcpyAsync(mine, dev, count * sizeof(double), cudaMemcpyDeviceToHost, x->stream));
+    VR_TRY(vr_cuda_wait(be, "batchnorm statistics"));
+    if (!gather) {
+        VR_TRY(sync->reduce(sync->ctx, mine, count));
+        VR_CUDA_TRY(cudaMemcpyAsync(dev_out, mine, count * sizeof(double), cudaMemcpyHostToDevice,
+                                    x->stream));
+        return vr_cuda_wait(be, "batchnorm statistics");
+    }
+    VR_TRY(sync->gather(sync->ctx, mine, count, all));
+    /* (ranks, C, 2) -> (C, ranks, 2), the layout bn_finish_k merges */
+    const size_t c = count / 2;
+    for (size_t ch = 0; ch < c; ch++)
+        for (int r = 0; r < sync->ranks; r++) {
+            out[(ch * sync->ranks + r) * 2] = all[((size_t)r * c + ch) * 2];
+            out[(ch * sync->ranks + r) * 2 + 1] = all[((size_t)r * c + ch) * 2 + 1];
+        }
+    VR_CUDA_TRY(cudaMemcpyAsync(dev_out, out, count * sync->ranks * sizeof(double),
+                                cudaMemcpyHostToDevice, x->stream));
+    return vr_cuda_wait(be, "batchnorm statistics");
 }
 
 /* The elementwise pass, with 32-bit indices where they suffice (cheaper division). */
@@ -248,24 +326,42 @@ static vr_status bn_apply(cudaStream_t st, int n, int c, int s, const float *x, 
     return vr_cuda_launched("bn_apply_k");
 }
 
-extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, int n, int c, int s,
-                                              const float *x, const float *gamma,
+extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n,
+                                              int c, int s, const float *x, const float *gamma,
                                               const float *beta, const float *residual, int relu,
                                               float *y, float *mean, float *invstd,
                                               float *running_mean, float *running_var,
                                               float momentum, float eps)
 {
     VR_TRY(bn_check(n, c, s, 1));
+    const int ranks = sync ? sync->ranks : 1;
+    if ((long long)n * s * ranks >= (1LL << 31))
+        return vr_fail(VR_ERR_SHAPE, "batchnorm", "%lld values per channel over %d ranks exceed 2^31",
+                       (long long)n * s * ranks, ranks);
     const bn_cut p = bn_plan(n, s);
     bn_work w;
-    VR_TRY(bn_scratch(be, c, &p, &w));
+    /* SyncBN: st (C,2) | the ranks' statistics (C,ranks,2) */
+    VR_TRY(bn_scratch(be, c, &p, sync ? (size_t)c * 2 * (1 + ranks) : 0, &w));
     float *alpha = w.f[0], *shift = w.f[1];
     cudaStream_t st = vr_cuda(be)->stream;
     bn_stats_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(p, c, s, x, w.part);
     VR_TRY(vr_cuda_launched("bn_stats_k"));
     bn_train_args a = {gamma, beta, mean, invstd, running_mean, running_var, alpha, shift,
                        (double)momentum, (double)eps};
-    bn_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, a);
+    if (sync) {
+        double *local = w.extra, *ranked = w.extra + (size_t)c * 2;
+        bn_local_stats_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, local);
+        VR_TRY(vr_cuda_launched("bn_local_stats_k"));
+        VR_TRY(bn_sync_host(be, sync, local, (size_t)c * 2, 1, ranked));
+        /* the ranks take the place of the chunks: n*s values each */
+        bn_cut pr;
+        pr.m = (unsigned)((long long)n * s * ranks);
+        pr.len = (unsigned)n * (unsigned)s;
+        pr.chunks = (unsigned)ranks;
+        bn_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(pr, c, ranked, a);
+    } else {
+        bn_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, a);
+    }
     VR_TRY(vr_cuda_launched("bn_finish_k"));
     return bn_apply(st, n, c, s, x, residual, mean, alpha, shift, relu, y);
 }
@@ -279,7 +375,7 @@ extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s
     VR_TRY(bn_check(n, c, s, 0));
     const bn_cut p = bn_plan(n, s);
     bn_work w;
-    VR_TRY(bn_scratch(be, c, &p, &w));
+    VR_TRY(bn_scratch(be, c, &p, 0, &w));
     float *alpha = w.f[0];
     cudaStream_t st = vr_cuda(be)->stream;
     bn_eval_alpha_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(c, gamma, running_var,
@@ -288,22 +384,36 @@ extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s
     return bn_apply(st, n, c, s, x, residual, running_mean, alpha, beta, relu, y);
 }
 
-extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, int n, int c, int s, const float *dy,
-                                         const float *y_relu, const float *x, const float *gamma,
-                                         const float *mean, const float *invstd, float *dx,
-                                         float *dgamma, float *dbeta, float *dres)
+extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c,
+                                         int s, const float *dy, const float *y_relu,
+                                         const float *x, const float *gamma, const float *mean,
+                                         const float *invstd, float *dx, float *dgamma,
+                                         float *dbeta, float *dres)
 {
     VR_TRY(bn_check(n, c, s, 1));
     const bn_cut p = bn_plan(n, s);
     bn_work w;
-    VR_TRY(bn_scratch(be, c, &p, &w));
+    /* SyncBN: this process's sums (C,2) | the sums over the ranks (C,2) */
+    VR_TRY(bn_scratch(be, c, &p, sync ? (size_t)c * 4 : 0, &w));
     float *a = w.f[0], *gm = w.f[1], *k = w.f[2];
     cudaStream_t st = vr_cuda(be)->stream;
     bn_grad_sums_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(
         p, c, s, dy, y_relu, x, mean, dres, w.part);
     VR_TRY(vr_cuda_launched("bn_grad_sums_k"));
-    bn_grad_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, gamma, invstd,
-                                                                    dgamma, dbeta, a, gm, k);
+    const double *glob = w.part;
+    unsigned gchunks = p.chunks;
+    double count = (double)p.m;
+    if (sync) {
+        double *local = w.extra, *summed = w.extra + (size_t)c * 2;
+        bn_local_sums_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p.chunks, c, w.part, local);
+        VR_TRY(vr_cuda_launched("bn_local_sums_k"));
+        VR_TRY(bn_sync_host(be, sync, local, (size_t)c * 2, 0, summed));
+        glob = summed;
+        gchunks = 1;
+        count *= sync->ranks;
+    }
+    bn_grad_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(
+        p.chunks, c, w.part, gchunks, glob, count, gamma, invstd, dgamma, dbeta, a, gm, k);
     VR_TRY(vr_cuda_launched("bn_grad_finish_k"));
     const size_t total = (size_t)n * c * s;
     const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);

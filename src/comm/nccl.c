@@ -1,0 +1,244 @@
+/* The NCCL comm: one GPU per process. Float collectives run on the CUDA backend's stream; the
+ * host collectives and the communicator's setup go over an MPI comm held inside.
+ *
+ * The communicator is non-blocking (ncclConfig_t.blocking = 0), so no NCCL call can hang the
+ * process: a collective is queued, then its completion is polled (the communicator's
+ * asynchronous error and the stream) against the comm's deadline, and a rank that died or
+ * hangs makes the wait end in ncclCommAbort and VR_ERR_COMM, as with MPI. Waiting for each
+ * collective serialises it with the host, which the training step does anyway after its
+ * gradient all-reduce. */
+#include "vr_config.h"
+
+#include "vicreg/comm.h"
+
+#if VR_HAVE_NCCL
+
+#include <mpi.h>
+#include <nccl.h>
+#include <string.h>
+#include <time.h>
+
+#include "../backend/cuda/cuda.h"
+
+typedef struct nccl_ctx {
+    vr_comm *host;   /* the MPI comm */
+    ncclComm_t comm;
+    cudaStream_t stream;
+} nccl_ctx;
+
+static nccl_ctx *ctx_of(vr_comm *c) { return (nccl_ctx *)c->ctx; }
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Waits for the communicator's pending call and then for the stream, within the timeout. */
+static vr_status nccl_wait(vr_comm *c, const char *what, int stream_too)
+{
+    nccl_ctx *x = ctx_of(c);
+    double t0 = now();
+    for (;;) {
+        ncclResult_t r = ncclSuccess;
+        ncclCommGetAsyncError(x->comm, &r);
+        if (r != ncclSuccess && r != ncclInProgress) {
+            ncclCommAbort(x->comm);
+            x->comm = NULL;
+            return vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: nccl %s failed: %s", c->rank,
+                           c->size, what, ncclGetErrorString(r));
+        }
+        if (r == ncclSuccess) {
+            if (!stream_too) return VR_OK;
+            cudaError_t e = cudaStreamQuery(x->stream);
+            if (e == cudaSuccess) return VR_OK;
+            if (e != cudaErrorNotReady) return vr_cuda_check(e, what);
+        }
+        double waited = now() - t0;
+        int interrupted = c->interrupt && *c->interrupt;
+        if (interrupted || (c->timeout_s > 0 && waited > c->timeout_s)) {
+            ncclCommAbort(x->comm);
+            x->comm = NULL;
+            return interrupted
+                       ? vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: interrupted by a signal "
+                                 "while waiting for the other ranks in nccl %s", c->rank, c->size, what)
+                       : vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: nccl %s did not complete "
+                                 "within %g s: another rank has died or hangs", c->rank, c->size,
+                                 what, c->timeout_s);
+        }
+        struct timespec ts = {0, 20000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static vr_status nccl_called(vr_comm *c, ncclResult_t r, const char *what)
+{
+    if (r != ncclSuccess && r != ncclInProgress)
+        return vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: nccl %s: %s", c->rank, c->size, what,
+                       ncclGetErrorString(r));
+    return nccl_wait(c, what, 1);
+}
+
+static vr_status usable(vr_comm *c)
+{
+    if (!ctx_of(c)->comm)
+        return vr_fail(VR_ERR_COMM, "comm", "rank %d: the NCCL communicator was aborted", c->rank);
+    return VR_OK;
+}
+
+static vr_status nccl_dev_allreduce(vr_comm *c, vr_backend *be, float *buf, size_t count)
+{
+    (void)be;
+    VR_TRY(usable(c));
+    nccl_ctx *x = ctx_of(c);
+    return nccl_called(c, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, x->comm, x->stream),
+                       "all-reduce");
+}
+
+static vr_status nccl_dev_allgather(vr_comm *c, vr_backend *be, const float *send, size_t count,
+                                    float *recv)
+{
+    (void)be;
+    VR_TRY(usable(c));
+    nccl_ctx *x = ctx_of(c);
+    return nccl_called(c, ncclAllGather(send, recv, count, ncclFloat, x->comm, x->stream),
+                       "all-gather");
+}
+
+static vr_status nccl_dev_broadcast(vr_comm *c, vr_backend *be, float *buf, size_t count,
+                                    int root)
+{
+    (void)be;
+    VR_TRY(usable(c));
+    nccl_ctx *x = ctx_of(c);
+    return nccl_called(c, ncclBroadcast(buf, buf, count, ncclFloat, root, x->comm, x->stream),
+                       "broadcast");
+}
+
+/* the host collectives are the MPI comm's, under this comm's timeout and interrupt */
+static vr_comm *host_of(vr_comm *c)
+{
+    vr_comm *h = ctx_of(c)->host;
+    h->timeout_s = c->timeout_s;
+    h->interrupt = c->interrupt;
+    return h;
+}
+
+static vr_status nccl_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
+{
+    vr_comm *h = host_of(c);
+    return h->allreduce(h, buf, count, t);
+}
+
+static vr_status nccl_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t,
+                                void *recv)
+{
+    vr_comm *h = host_of(c);
+    return h->allgather(h, send, count, t, recv);
+}
+
+static vr_status nccl_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root)
+{
+    vr_comm *h = host_of(c);
+    return h->broadcast(h, buf, count, t, root);
+}
+
+static vr_status nccl_barrier(vr_comm *c)
+{
+    vr_comm *h = host_of(c);
+    return h->barrier(h);
+}
+
+static void nccl_abort(vr_comm *c, int code)
+{
+    nccl_ctx *x = ctx_of(c);
+    if (x->comm) ncclCommAbort(x->comm);
+    x->comm = NULL;
+    x->host->abort(x->host, code);
+}
+
+static void nccl_destroy(vr_comm *c)
+{
+    nccl_ctx *x = ctx_of(c);
+    if (x->comm) {
+        ncclCommFinalize(x->comm);
+        ncclResult_t r = ncclInProgress;
+        double t0 = now();
+        while (r == ncclInProgress && now() - t0 < 10.0) ncclCommGetAsyncError(x->comm, &r);
+        if (r == ncclSuccess) ncclCommDestroy(x->comm);
+        else ncclCommAbort(x->comm);
+    }
+    vr_comm_destroy(x->host);
+    free(x);
+    free(c);
+}
+
+vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
+{
+    *out = NULL;
+    if (!be || be->device != VR_DEVICE_CUDA)
+        return vr_fail(VR_ERR_ARG, "comm", "nccl needs a CUDA backend (backend = cuda, "
+                       "cuda-tf32 or cuda-bf16)");
+    vr_comm *c = calloc(1, sizeof *c);
+    nccl_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
+    }
+    c->ctx = x;
+    c->name = "nccl";
+    c->timeout_s = 300;
+    c->destroy = nccl_destroy;
+    vr_status s = vr_comm_mpi_create(&x->host);
+    if (s != VR_OK) {
+        free(x);
+        free(c);
+        return s;
+    }
+    c->rank = x->host->rank;
+    c->size = x->host->size;
+    x->stream = vr_cuda(be)->stream;
+    ncclUniqueId id;
+    if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
+    s = vr_comm_broadcast(x->host, &id, sizeof id, VR_DT_U8, 0);
+    if (s == VR_OK) {
+        ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+        cfg.blocking = 0;
+        ncclResult_t r = ncclCommInitRankConfig(&x->comm, c->size, id, c->rank, &cfg);
+        if (r != ncclSuccess && r != ncclInProgress) {
+            x->comm = NULL;
+            s = vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: ncclCommInitRank: %s", c->rank,
+                        c->size, ncclGetErrorString(r));
+        } else {
+            s = nccl_wait(c, "communicator setup", 0);
+        }
+    }
+    if (s != VR_OK) {
+        nccl_destroy(c);
+        return s;
+    }
+    c->allreduce = nccl_allreduce;
+    c->allgather = nccl_allgather;
+    c->broadcast = nccl_broadcast;
+    c->barrier = nccl_barrier;
+    c->dev_allreduce = nccl_dev_allreduce;
+    c->dev_allgather = nccl_dev_allgather;
+    c->dev_broadcast = nccl_dev_broadcast;
+    c->abort = nccl_abort;
+    *out = c;
+    return VR_OK;
+}
+
+#else
+
+vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
+{
+    (void)be;
+    *out = NULL;
+    return vr_fail(VR_ERR_UNSUPPORTED, "comm",
+                   "this build has no NCCL (it needs CUDA, NCCL and MPI at configure time)");
+}
+
+#endif
