@@ -19,7 +19,7 @@
 
 #include "vicreg/backend.h"
 
-typedef enum vr_dtype { VR_DT_F32, VR_DT_F64, VR_DT_I64, VR_DT_U8 } vr_dtype;
+typedef enum vr_comm_type { VR_COMM_F32, VR_COMM_F64, VR_COMM_I64, VR_COMM_U8 } vr_comm_type;
 
 typedef struct vr_comm vr_comm;
 
@@ -31,11 +31,11 @@ struct vr_comm {
     void *ctx;
     /* -- host memory -------------------------------------------------------------------- */
     /* buf (count) = sum over ranks, in place */
-    vr_status (*allreduce)(vr_comm *c, void *buf, size_t count, vr_dtype t);
+    vr_status (*allreduce)(vr_comm *c, void *buf, size_t count, vr_comm_type t);
     /* recv (size, count) = every rank's send (count), in rank order */
-    vr_status (*allgather)(vr_comm *c, const void *send, size_t count, vr_dtype t, void *recv);
+    vr_status (*allgather)(vr_comm *c, const void *send, size_t count, vr_comm_type t, void *recv);
     /* buf (count) = root's buf */
-    vr_status (*broadcast)(vr_comm *c, void *buf, size_t count, vr_dtype t, int root);
+    vr_status (*broadcast)(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root);
     vr_status (*barrier)(vr_comm *c);
     /* -- device memory of a backend (NULL where the host collectives serve: see below) --- */
     vr_status (*dev_allreduce)(vr_comm *c, vr_backend *be, float *buf, size_t count);
@@ -61,9 +61,9 @@ void vr_comm_destroy(vr_comm *c);
 void vr_comm_abort(vr_comm *c, int code);
 
 /* Host collectives (see the table). */
-vr_status vr_comm_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t);
-vr_status vr_comm_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t, void *recv);
-vr_status vr_comm_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root);
+vr_status vr_comm_allreduce(vr_comm *c, void *buf, size_t count, vr_comm_type t);
+vr_status vr_comm_allgather(vr_comm *c, const void *send, size_t count, vr_comm_type t, void *recv);
+vr_status vr_comm_broadcast(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root);
 vr_status vr_comm_barrier(vr_comm *c);
 
 /* Float collectives on device memory of be: the device path where the comm has one (NCCL),
@@ -74,7 +74,7 @@ vr_status vr_comm_allgather_dev(vr_comm *c, vr_backend *be, const float *send, s
 vr_status vr_comm_broadcast_dev(vr_comm *c, vr_backend *be, float *buf, size_t count, int root);
 
 /* Bytes of one element of t. */
-size_t vr_dtype_size(vr_dtype t);
+size_t vr_comm_type_size(vr_comm_type t);
 
 /* The MPI and NCCL implementations (src/comm/mpi.c, nccl.c); VR_ERR_UNSUPPORTED where not
  * built. */

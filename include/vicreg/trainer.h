@@ -6,6 +6,7 @@
 #ifndef VICREG_TRAINER_H
 #define VICREG_TRAINER_H
 
+#include "vicreg/comm.h"
 #include "vicreg/model.h"
 #include "vicreg/optim.h"
 
@@ -18,6 +19,14 @@ typedef struct vr_trainer {
     float *dz;        /* device (2N, D): d loss / d embeddings of view 1 then view 2 */
     float *drepr[VR_MAX_BRANCHES]; /* device, per branch (rows, encoder dim) */
     long step;        /* completed steps */
+    /* a data-parallel run (vr_trainer_distribute); NULL: this process alone */
+    vr_comm *comm;
+    int gather;       /* the loss over the global batch (the ranks' embeddings gathered) */
+    int sync_bn;      /* batch norm statistics over the global batch */
+    vr_bn_sync bn_sync;
+    float *zg, *dzg;  /* device (2, ranks*N, D): gathered embeddings of both views, gradients */
+    size_t bucket;    /* floats per piece of the gradient all-reduce */
+    double comm_seconds; /* wall time of the last step's gradient all-reduce */
 } vr_trainer;
 
 /* Plans the model for n pairs of inputs (h, w) per branch (index 0 only when shared) and
@@ -27,6 +36,20 @@ vr_status vr_trainer_create(vr_trainer *t, vr_model *m, const vr_optim_config *o
 /* x[0]: (2N,C,H,W) both views when shared; else x[0], x[1] per branch (N,...). On a NaN or
  * Inf loss nothing is updated and VR_ERR_NUMERIC names the step and the term. */
 vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vicreg_terms *terms);
+/* Makes the step data-parallel over comm's ranks, each holding n pairs of a global batch of
+ * ranks*n (shared/SPEC.md):
+ *  - gather: the embeddings of every rank are all-gathered and the loss is taken over the
+ *    global batch on every rank; each keeps the gradient of its own rows (the sum over the
+ *    ranks of the gather's backward, divided by the ranks as the gradient average does);
+ *    without it each rank's loss is over its own batch and the gradients are averaged;
+ *  - sync_bn: batch norm normalises with the statistics of the global batch (SyncBN);
+ *  - the parameter gradients are summed over the ranks in buckets before the update, so every
+ *    rank takes the same step: the one a single process with the global batch would take.
+ * Loss terms reported on every rank are those of the global batch (the mean of the ranks'
+ * without the gather). comm must outlive the trainer. */
+vr_status vr_trainer_distribute(vr_trainer *t, vr_comm *comm, int gather, int sync_bn);
+/* Makes every rank's parameters, buffers, counters, optimiser state and step rank 0's. */
+vr_status vr_trainer_broadcast(vr_trainer *t);
 /* The embeddings of the last step: view 1 and view 2 (N, D), device pointers. */
 void vr_trainer_embeddings(const vr_trainer *t, const float **z1, const float **z2);
 void vr_trainer_free(vr_trainer *t);

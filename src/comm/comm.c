@@ -9,13 +9,13 @@
 #include "vr_config.h"
 #include "vicreg/tensor.h"
 
-size_t vr_dtype_size(vr_dtype t)
+size_t vr_comm_type_size(vr_comm_type t)
 {
     switch (t) {
-    case VR_DT_F32: return 4;
-    case VR_DT_F64: return 8;
-    case VR_DT_I64: return 8;
-    case VR_DT_U8: return 1;
+    case VR_COMM_F32: return 4;
+    case VR_COMM_F64: return 8;
+    case VR_COMM_I64: return 8;
+    case VR_COMM_U8: return 1;
     }
     return 1;
 }
@@ -30,21 +30,21 @@ int vr_comm_launched(void)
 
 /* -- single process ------------------------------------------------------------------------ */
 
-static vr_status single_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
+static vr_status single_allreduce(vr_comm *c, void *buf, size_t count, vr_comm_type t)
 {
     (void)c, (void)buf, (void)count, (void)t;
     return VR_OK;
 }
 
-static vr_status single_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t,
+static vr_status single_allgather(vr_comm *c, const void *send, size_t count, vr_comm_type t,
                                   void *recv)
 {
     (void)c;
-    if (recv != send) memmove(recv, send, count * vr_dtype_size(t));
+    if (recv != send) memmove(recv, send, count * vr_comm_type_size(t));
     return VR_OK;
 }
 
-static vr_status single_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root)
+static vr_status single_broadcast(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root)
 {
     (void)c, (void)buf, (void)count, (void)t, (void)root;
     return VR_OK;
@@ -101,17 +101,17 @@ void vr_comm_destroy(vr_comm *c)
 
 void vr_comm_abort(vr_comm *c, int code) { c->abort(c, code); }
 
-vr_status vr_comm_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
+vr_status vr_comm_allreduce(vr_comm *c, void *buf, size_t count, vr_comm_type t)
 {
     return c->size == 1 ? VR_OK : c->allreduce(c, buf, count, t);
 }
 
-vr_status vr_comm_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t, void *recv)
+vr_status vr_comm_allgather(vr_comm *c, const void *send, size_t count, vr_comm_type t, void *recv)
 {
     return c->allgather(c, send, count, t, recv);
 }
 
-vr_status vr_comm_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root)
+vr_status vr_comm_broadcast(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root)
 {
     return c->size == 1 ? VR_OK : c->broadcast(c, buf, count, t, root);
 }
@@ -135,10 +135,10 @@ vr_status vr_comm_allreduce_dev(vr_comm *c, vr_backend *be, float *buf, size_t c
 {
     if (c->size == 1) return VR_OK;
     if (c->dev_allreduce) return c->dev_allreduce(c, be, buf, count);
-    if (be->device == VR_DEVICE_CPU) return c->allreduce(c, buf, count, VR_DT_F32);
+    if (be->device == VR_DEVICE_CPU) return c->allreduce(c, buf, count, VR_COMM_F32);
     VR_TRY(stage(c, count));
     VR_TRY(be->download(be, c->stage, buf, count));
-    VR_TRY(c->allreduce(c, c->stage, count, VR_DT_F32));
+    VR_TRY(c->allreduce(c, c->stage, count, VR_COMM_F32));
     return be->upload(be, buf, c->stage, count);
 }
 
@@ -146,12 +146,12 @@ vr_status vr_comm_allgather_dev(vr_comm *c, vr_backend *be, const float *send, s
                                 float *recv)
 {
     if (c->dev_allgather) return c->dev_allgather(c, be, send, count, recv);
-    if (be->device == VR_DEVICE_CPU) return c->allgather(c, send, count, VR_DT_F32, recv);
+    if (be->device == VR_DEVICE_CPU) return c->allgather(c, send, count, VR_COMM_F32, recv);
     size_t all = count * (size_t)c->size;
     VR_TRY(stage(c, all + count));
     float *mine = c->stage + all;
     VR_TRY(be->download(be, mine, send, count));
-    VR_TRY(c->allgather(c, mine, count, VR_DT_F32, c->stage));
+    VR_TRY(c->allgather(c, mine, count, VR_COMM_F32, c->stage));
     return be->upload(be, recv, c->stage, all);
 }
 
@@ -159,10 +159,10 @@ vr_status vr_comm_broadcast_dev(vr_comm *c, vr_backend *be, float *buf, size_t c
 {
     if (c->size == 1) return VR_OK;
     if (c->dev_broadcast) return c->dev_broadcast(c, be, buf, count, root);
-    if (be->device == VR_DEVICE_CPU) return c->broadcast(c, buf, count, VR_DT_F32, root);
+    if (be->device == VR_DEVICE_CPU) return c->broadcast(c, buf, count, VR_COMM_F32, root);
     VR_TRY(stage(c, count));
     if (c->rank == root) VR_TRY(be->download(be, c->stage, buf, count));
-    VR_TRY(c->broadcast(c, c->stage, count, VR_DT_F32, root));
+    VR_TRY(c->broadcast(c, c->stage, count, VR_COMM_F32, root));
     return c->rank == root ? VR_OK : be->upload(be, buf, c->stage, count);
 }
 

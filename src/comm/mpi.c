@@ -24,13 +24,13 @@
 #define SPIN_SECONDS 0.002
 #define SLEEP_NS 50000L
 
-static MPI_Datatype mpi_type(vr_dtype t)
+static MPI_Datatype mpi_type(vr_comm_type t)
 {
     switch (t) {
-    case VR_DT_F32: return MPI_FLOAT;
-    case VR_DT_F64: return MPI_DOUBLE;
-    case VR_DT_I64: return MPI_INT64_T;
-    case VR_DT_U8: return MPI_UINT8_T;
+    case VR_COMM_F32: return MPI_FLOAT;
+    case VR_COMM_F64: return MPI_DOUBLE;
+    case VR_COMM_I64: return MPI_INT64_T;
+    case VR_COMM_U8: return MPI_UINT8_T;
     }
     return MPI_BYTE;
 }
@@ -68,9 +68,9 @@ static vr_status comm_wait(vr_comm *c, MPI_Request *q, const char *what)
     }
 }
 
-static vr_status mpi_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
+static vr_status mpi_allreduce(vr_comm *c, void *buf, size_t count, vr_comm_type t)
 {
-    size_t es = vr_dtype_size(t);
+    size_t es = vr_comm_type_size(t);
     for (size_t o = 0; o < count; o += VR_MPI_PIECE) {
         int n = (int)(count - o < VR_MPI_PIECE ? count - o : VR_MPI_PIECE);
         MPI_Request q;
@@ -82,7 +82,7 @@ static vr_status mpi_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
     return VR_OK;
 }
 
-static vr_status mpi_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t,
+static vr_status mpi_allgather(vr_comm *c, const void *send, size_t count, vr_comm_type t,
                                void *recv)
 {
     if (count > (size_t)INT32_MAX)
@@ -95,9 +95,9 @@ static vr_status mpi_allgather(vr_comm *c, const void *send, size_t count, vr_dt
     return comm_wait(c, &q, "an all-gather");
 }
 
-static vr_status mpi_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root)
+static vr_status mpi_broadcast(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root)
 {
-    size_t es = vr_dtype_size(t);
+    size_t es = vr_comm_type_size(t);
     for (size_t o = 0; o < count; o += VR_MPI_PIECE) {
         int n = (int)(count - o < VR_MPI_PIECE ? count - o : VR_MPI_PIECE);
         MPI_Request q;

@@ -125,20 +125,20 @@ static vr_comm *host_of(vr_comm *c)
     return h;
 }
 
-static vr_status nccl_allreduce(vr_comm *c, void *buf, size_t count, vr_dtype t)
+static vr_status nccl_allreduce(vr_comm *c, void *buf, size_t count, vr_comm_type t)
 {
     vr_comm *h = host_of(c);
     return h->allreduce(h, buf, count, t);
 }
 
-static vr_status nccl_allgather(vr_comm *c, const void *send, size_t count, vr_dtype t,
+static vr_status nccl_allgather(vr_comm *c, const void *send, size_t count, vr_comm_type t,
                                 void *recv)
 {
     vr_comm *h = host_of(c);
     return h->allgather(h, send, count, t, recv);
 }
 
-static vr_status nccl_broadcast(vr_comm *c, void *buf, size_t count, vr_dtype t, int root)
+static vr_status nccl_broadcast(vr_comm *c, void *buf, size_t count, vr_comm_type t, int root)
 {
     vr_comm *h = host_of(c);
     return h->broadcast(h, buf, count, t, root);
@@ -202,7 +202,7 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
     x->stream = vr_cuda(be)->stream;
     ncclUniqueId id;
     if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
-    s = vr_comm_broadcast(x->host, &id, sizeof id, VR_DT_U8, 0);
+    s = vr_comm_broadcast(x->host, &id, sizeof id, VR_COMM_U8, 0);
     if (s == VR_OK) {
         ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
         cfg.blocking = 0;

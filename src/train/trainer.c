@@ -3,6 +3,10 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
+
+/* the gradient all-reduce's pieces: 25 MB, as PyTorch's DDP buckets */
+#define VR_BUCKET_FLOATS ((size_t)25 << 18)
 
 static int embed_dim(const vr_branch *b)
 {
@@ -34,12 +38,60 @@ void vr_trainer_free(vr_trainer *t)
 {
     vr_backend *be = t->model ? t->model->be : NULL;
     if (be) {
+        if (t->zg) be->free(be, t->zg);
+        if (t->dzg) be->free(be, t->dzg);
         be->free(be, t->dz);
         for (int b = 0; b < VR_MAX_BRANCHES; b++)
             if (t->drepr[b]) be->free(be, t->drepr[b]);
         vr_optim_free(&t->optim);
     }
     memset(t, 0, sizeof *t);
+}
+
+static vr_status sync_gather(void *ctx, const double *mine, size_t count, double *all)
+{
+    return vr_comm_allgather(ctx, mine, count, VR_COMM_F64, all);
+}
+
+static vr_status sync_reduce(void *ctx, double *sums, size_t count)
+{
+    return vr_comm_allreduce(ctx, sums, count, VR_COMM_F64);
+}
+
+vr_status vr_trainer_distribute(vr_trainer *t, vr_comm *comm, int gather, int sync_bn)
+{
+    vr_backend *be = t->model->be;
+    t->comm = comm;
+    t->gather = gather;
+    t->sync_bn = sync_bn && comm->size > 1;
+    t->bn_sync = (vr_bn_sync){.ctx = comm, .ranks = comm->size, .gather = sync_gather,
+                              .reduce = sync_reduce};
+    t->bucket = VR_BUCKET_FLOATS;
+    if (gather && comm->size > 1) {
+        size_t all = (size_t)2 * comm->size * t->n * embed_dim(&t->model->branch[0]);
+        VR_TRY(be->alloc(be, all * sizeof(float), &t->zg));
+        VR_TRY(be->alloc(be, all * sizeof(float), &t->dzg));
+    }
+    return VR_OK;
+}
+
+vr_status vr_trainer_broadcast(vr_trainer *t)
+{
+    vr_comm *c = t->comm;
+    if (!c || c->size == 1) return VR_OK;
+    vr_model *m = t->model;
+    vr_backend *be = m->be;
+    VR_TRY(vr_comm_broadcast_dev(c, be, m->p, m->params.total, 0));
+    if (m->buffers.total) VR_TRY(vr_comm_broadcast_dev(c, be, m->buf, m->buffers.total, 0));
+    for (int i = 0; i < t->optim.nstate; i++)
+        VR_TRY(vr_comm_broadcast_dev(c, be, t->optim.state[i], m->params.total, 0));
+    if (m->counts.count)
+        VR_TRY(vr_comm_broadcast(c, m->counts.values, (size_t)m->counts.count, VR_COMM_I64, 0));
+    int64_t steps[2] = {t->step, t->optim.step};
+    VR_TRY(vr_comm_broadcast(c, steps, 2, VR_COMM_I64, 0));
+    t->step = (long)steps[0];
+    t->optim.step = (long)steps[1];
+    return VR_OK;
 }
 
 static const float *branch_output(const vr_branch *b, const vr_ctx *c)
@@ -82,25 +134,92 @@ static const char *bad_term(const vr_vicreg_terms *r)
     return isfinite(r->loss) ? NULL : "loss";
 }
 
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* dst (count) = src, with the backend's elementwise ops */
+static vr_status copy_dev(vr_backend *be, size_t count, const float *src, float *dst)
+{
+    VR_TRY(be->fill(be, count, 0.0f, dst));
+    return be->accumulate(be, count, src, dst);
+}
+
+/* The loss of a step and d loss / d z of this rank's rows into dz1, dz2 (N, D).
+ *
+ * Gather: the loss over the gathered (ranks*N, D) embeddings is the single-process loss of the
+ * global batch; its gradient with respect to this rank's rows is what the reference's gather
+ * backward yields (the sum over the ranks of identical gradients, ranks times this one) after
+ * the gradient average divides by the ranks, so the rows are taken as they are and the
+ * gradient all-reduce only sums. Without the gather each rank's loss is scaled by 1/ranks so
+ * that the summed gradients are the average, and the terms are averaged for the report. */
+static vr_status loss(vr_trainer *t, const float *z1, const float *z2, float *dz1, float *dz2,
+                      vr_vicreg_terms *terms)
+{
+    vr_backend *be = t->model->be;
+    vr_comm *c = t->comm;
+    int n = t->n, d = embed_dim(&t->model->branch[0]);
+    if (!c || c->size == 1) return be->vicreg_loss(be, n, d, z1, z2, t->coeffs, terms, dz1, dz2);
+    const size_t mine = (size_t)n * d, all = mine * c->size;
+    if (t->gather) {
+        float *g1 = t->zg, *g2 = t->zg + all, *dg1 = t->dzg, *dg2 = t->dzg + all;
+        VR_TRY(vr_comm_allgather_dev(c, be, z1, mine, g1));
+        VR_TRY(vr_comm_allgather_dev(c, be, z2, mine, g2));
+        VR_TRY(be->vicreg_loss(be, n * c->size, d, g1, g2, t->coeffs, terms, dg1, dg2));
+        VR_TRY(copy_dev(be, mine, dg1 + (size_t)c->rank * mine, dz1));
+        return copy_dev(be, mine, dg2 + (size_t)c->rank * mine, dz2);
+    }
+    const float w = 1.0f / (float)c->size;
+    vr_vicreg_coeffs k = {t->coeffs.sim * w, t->coeffs.std * w, t->coeffs.cov * w};
+    VR_TRY(be->vicreg_loss(be, n, d, z1, z2, k, terms, dz1, dz2));
+    double v[3] = {terms->invariance, terms->variance, terms->covariance};
+    VR_TRY(vr_comm_allreduce(c, v, 3, VR_COMM_F64));
+    terms->invariance = v[0] / c->size;
+    terms->variance = v[1] / c->size;
+    terms->covariance = v[2] / c->size;
+    terms->loss = (double)t->coeffs.sim * terms->invariance +
+                  (double)t->coeffs.std * terms->variance +
+                  (double)t->coeffs.cov * terms->covariance;
+    return VR_OK;
+}
+
+/* The parameter gradients summed over the ranks, a bucket at a time. */
+static vr_status allreduce_grads(vr_trainer *t)
+{
+    vr_model *m = t->model;
+    double t0 = seconds();
+    for (size_t o = 0; o < m->params.total; o += t->bucket) {
+        size_t len = m->params.total - o < t->bucket ? m->params.total - o : t->bucket;
+        VR_TRY(vr_comm_allreduce_dev(t->comm, m->be, m->g + o, len));
+    }
+    t->comm_seconds = seconds() - t0;
+    return VR_OK;
+}
+
 vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vicreg_terms *terms)
 {
     vr_model *m = t->model;
-    vr_backend *be = m->be;
     int n = t->n, d = embed_dim(&m->branch[0]);
+    const vr_bn_sync *sync = t->sync_bn ? &t->bn_sync : NULL;
     VR_TRY(vr_model_zero_grad(m));
     const float *z1, *z2;
     if (t->shared) {
         vr_ctx c = vr_model_ctx(m, 2 * n, 2, 1);
+        c.sync = sync;
         VR_TRY(branch_forward(&m->branch[0], &c, x[0]));
     } else {
         for (int b = 0; b < 2; b++) {
             vr_ctx c = vr_model_ctx(m, n, 1, 1);
+            c.sync = sync;
             VR_TRY(branch_forward(&m->branch[b], &c, x[b]));
         }
     }
     vr_trainer_embeddings(t, &z1, &z2);
     float *dz1 = t->dz, *dz2 = t->dz + (size_t)n * d;
-    VR_TRY(be->vicreg_loss(be, n, d, z1, z2, t->coeffs, terms, dz1, dz2));
+    VR_TRY(loss(t, z1, z2, dz1, dz2, terms));
     const char *bad = bad_term(terms);
     if (bad)
         return vr_fail(VR_ERR_NUMERIC, "train",
@@ -109,13 +228,16 @@ vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vic
                        t->step + 1, bad, terms->invariance, terms->variance, terms->covariance);
     if (t->shared) {
         vr_ctx c = vr_model_ctx(m, 2 * n, 2, 1);
+        c.sync = sync;
         VR_TRY(branch_backward(&m->branch[0], &c, x[0], t->dz, t->drepr[0]));
     } else {
         for (int b = 0; b < 2; b++) {
             vr_ctx c = vr_model_ctx(m, n, 1, 1);
+            c.sync = sync;
             VR_TRY(branch_backward(&m->branch[b], &c, x[b], b ? dz2 : dz1, t->drepr[b]));
         }
     }
+    if (t->comm && t->comm->size > 1) VR_TRY(allreduce_grads(t));
     VR_TRY(vr_optim_step(&t->optim, m->p, m->g, lr));
     t->step++;
     return VR_OK;

@@ -1,0 +1,288 @@
+/* Data-parallel training over MPI, run as `mpirun -np 2 test_dist` (tests/meson.build).
+ *
+ * Every rank holds half of a global batch; the run must equal one process holding all of it:
+ * a small ResNet-18 + expander, 3 LARS steps, with the loss gathered over the ranks and SyncBN,
+ * compared with the single-process trainer that each rank also runs on the whole batch. Losses
+ * and every parameter and buffer agree within |d| <= 1e-4 * (|ref| + rms(tensor)) (the
+ * statistics and sums are taken in another order); without the gather or without SyncBN the
+ * run is measurably different. The collectives themselves are checked against known sums, and
+ * a rank that does not come is reported within the comm's timeout. */
+#include <math.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "vicreg/comm.h"
+#include "vicreg/trainer.h"
+
+static vr_comm *comm;
+
+#define B 8     /* global pairs per step */
+#define HW 16
+#define STEPS 3
+#define LR 0.2f
+
+/* one run: a model, its trainer, and the losses of its steps */
+typedef struct run {
+    vr_backend *be;
+    vr_model m;
+    vr_trainer t;
+    vr_vicreg_terms terms[STEPS];
+} run;
+
+static void run_open(run *r, int n)
+{
+    TU_OK(vr_cpu_backend_create(1, &r->be));
+    vr_branch_config bc;
+    vr_branch_config_image(&bc, 18, "");
+    int widths[4] = {8, 16, 16, 32};
+    memcpy(bc.encoder.widths, widths, sizeof widths);
+    strcpy(bc.expander, "32-64-64");
+    TU_OK(vr_model_create(&r->m, r->be, 1, &bc));
+    TU_OK(vr_model_init(&r->m, 7));
+    vr_optim_config oc;
+    vr_optim_config_default(&oc, VR_OPTIM_LARS);
+    int hw = HW;
+    TU_OK(vr_trainer_create(&r->t, &r->m, &oc, n, &hw, &hw));
+}
+
+static void run_close(run *r)
+{
+    vr_trainer_free(&r->t);
+    vr_model_free(&r->m);
+    vr_backend_destroy(r->be);
+}
+
+/* The global batch of step s: (2B,3,HW,HW), view 1 rows then view 2 rows. */
+static void global_batch(int s, float *x)
+{
+    vr_rng g;
+    vr_rng_seed(&g, 99 + (uint64_t)s);
+    tu_fill_normal(x, (size_t)2 * B * 3 * HW * HW, &g, 1.0f);
+}
+
+/* Rows [rank*n, (rank+1)*n) of each view of the global batch. */
+static void local_batch(const float *x, int rank, int n, float *out)
+{
+    size_t row = (size_t)3 * HW * HW;
+    for (int v = 0; v < 2; v++)
+        memcpy(out + (size_t)v * n * row, x + ((size_t)v * B + (size_t)rank * n) * row,
+               (size_t)n * row * sizeof(float));
+}
+
+/* STEPS steps of r on its share of the global batches (the whole of them when n == B). */
+static void run_steps(run *r, int rank, int n)
+{
+    float *x = malloc((size_t)2 * B * 3 * HW * HW * sizeof(float));
+    float *mine = malloc((size_t)2 * n * 3 * HW * HW * sizeof(float));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mine);
+    for (int s = 0; s < STEPS; s++) {
+        global_batch(s, x);
+        local_batch(x, rank, n, mine);
+        const float *in[1] = {mine};
+        TU_OK(vr_trainer_step(&r->t, in, LR, &r->terms[s]));
+    }
+    free(x);
+    free(mine);
+}
+
+/* Tensor by tensor: |got - ref| <= 1e-4 * (|ref| + rms(ref)), rtol 1e-4 of the element or of
+ * its tensor's scale (an element that is a small difference of large sums, as a BatchNorm bias
+ * after 3 steps, carries the rounding of those sums); returns the failures. */
+static int compare_set(const vr_paramset *set, const float *got, const float *ref, const char *kind)
+{
+    int bad = 0;
+    for (int i = 0; i < set->count; i++) {
+        const vr_param *p = &set->items[i];
+        double ss = 0.0;
+        for (size_t j = 0; j < p->count; j++) ss += (double)ref[p->offset + j] * ref[p->offset + j];
+        double rms = sqrt(ss / (double)p->count);
+        char what[160];
+        snprintf(what, sizeof what, "rank %d %s %s", comm->rank, kind, p->name);
+        if (!tu_close(got + p->offset, ref + p->offset, p->count, 1e-4 * rms, 1e-4, what)) bad++;
+    }
+    return bad;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
+
+/* The largest relative difference of the parameters, for the "differs" checks. */
+static double max_param_diff(const run *a, const run *b)
+{
+    double worst = 0.0;
+    for (size_t j = 0; j < a->m.params.total; j++) {
+        double d = fabs((double)a->m.p[j] - b->m.p[j]) / (fabs((double)b->m.p[j]) + 1e-3);
+        if (d > worst) worst = d;
+    }
+    return worst;
+}
+
+/* The single-process reference on the whole global batch. */
+static void reference(run *ref)
+{
+    run_open(ref, B);
+    run_steps(ref, 0, B);
+}
+
+static void distributed(run *r, int gather, int sync_bn)
+{
+    run_open(r, B / comm->size);
+    TU_OK(vr_trainer_distribute(&r->t, comm, gather, sync_bn));
+    TU_OK(vr_trainer_broadcast(&r->t));
+    run_steps(r, comm->rank, B / comm->size);
+}
+
+static void test_equals_one_process(void)
+{
+    CU_ASSERT_EQUAL_FATAL(comm->size, 2);
+    run ref, r;
+    reference(&ref);
+    distributed(&r, 1, 1);
+    for (int s = 0; s < STEPS; s++) {
+        const double got[4] = {r.terms[s].loss, r.terms[s].invariance, r.terms[s].variance,
+                               r.terms[s].covariance};
+        const double want[4] = {ref.terms[s].loss, ref.terms[s].invariance, ref.terms[s].variance,
+                                ref.terms[s].covariance};
+        for (int k = 0; k < 4; k++) {
+            if (rel(got[k], want[k]) > 1e-4)
+                fprintf(stderr, "\n  rank %d step %d term %d: %.9g vs %.9g\n", comm->rank, s + 1, k,
+                        got[k], want[k]);
+            CU_ASSERT(rel(got[k], want[k]) <= 1e-4);
+        }
+    }
+    CU_ASSERT_EQUAL(compare_set(&r.m.params, r.m.p, ref.m.p, "parameter"), 0);
+    CU_ASSERT_EQUAL(compare_set(&r.m.buffers, r.m.buf, ref.m.buf, "buffer"), 0);
+    fprintf(stderr, "\n  rank %d: loss after %d steps %.6f (one process %.6f); largest parameter "
+            "difference %.3g (relative)\n", comm->rank, STEPS, r.terms[STEPS - 1].loss,
+            ref.terms[STEPS - 1].loss, max_param_diff(&r, &ref));
+    /* every rank took the same steps: its parameters are bit for bit rank 0's */
+    size_t bytes = r.m.params.total * sizeof(float);
+    float *zero = malloc(bytes);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(zero);
+    memcpy(zero, r.m.p, bytes);
+    TU_OK(vr_comm_broadcast(comm, zero, r.m.params.total, VR_COMM_F32, 0));
+    CU_ASSERT(memcmp(zero, r.m.p, bytes) == 0);
+    free(zero);
+    run_close(&r);
+    run_close(&ref);
+}
+
+/* Without the gather each rank's variance and covariance are of its own 4 pairs: another
+ * loss; without SyncBN other statistics: other parameters. */
+static void test_gather_and_syncbn_matter(void)
+{
+    run ref, r;
+    reference(&ref);
+    distributed(&r, 0, 1);
+    double d = rel(r.terms[0].loss, ref.terms[0].loss);
+    fprintf(stderr, "\n  rank %d: loss of step 1 without the gather %.6f, with %.6f (relative "
+            "difference %.3g)\n", comm->rank, r.terms[0].loss, ref.terms[0].loss, d);
+    CU_ASSERT(d > 1e-3);
+    CU_ASSERT(isfinite(r.terms[0].loss));
+    run_close(&r);
+    distributed(&r, 1, 0);
+    double p = max_param_diff(&r, &ref);
+    fprintf(stderr, "  rank %d: without SyncBN the parameters after %d steps differ by %.3g "
+            "(relative)\n", comm->rank, STEPS, p);
+    CU_ASSERT(p > 1e-2);
+    run_close(&r);
+    run_close(&ref);
+}
+
+/* Rank 1 starts from other weights; after the broadcast every rank holds rank 0's. */
+static void test_broadcast_state(void)
+{
+    run r;
+    run_open(&r, 4);
+    TU_OK(vr_trainer_distribute(&r.t, comm, 1, 1));
+    if (comm->rank == 1) {
+        TU_OK(vr_model_init(&r.m, 12345));
+        r.t.step = 77;
+    }
+    TU_OK(vr_trainer_broadcast(&r.t));
+    run ref;
+    run_open(&ref, 4);
+    CU_ASSERT(memcmp(r.m.p, ref.m.p, r.m.params.total * sizeof(float)) == 0);
+    CU_ASSERT_EQUAL(r.t.step, 0);
+    run_close(&ref);
+    run_close(&r);
+}
+
+static void test_collectives(void)
+{
+    const int rank = comm->rank, size = comm->size;
+    double d[3] = {rank + 0.5, -rank, 1e300};
+    TU_OK(vr_comm_allreduce(comm, d, 2, VR_COMM_F64));
+    CU_ASSERT_DOUBLE_EQUAL(d[0], size * 0.5 + size * (size - 1) / 2.0, 0.0);
+    CU_ASSERT_DOUBLE_EQUAL(d[1], -size * (size - 1) / 2.0, 0.0);
+    CU_ASSERT_EQUAL(d[2], 1e300); /* past count: untouched */
+    int64_t mine[2] = {rank, 10 * rank}, all[2 * 4];
+    TU_OK(vr_comm_allgather(comm, mine, 2, VR_COMM_I64, all));
+    for (int r = 0; r < size; r++) {
+        CU_ASSERT_EQUAL(all[2 * r], r);
+        CU_ASSERT_EQUAL(all[2 * r + 1], 10 * r);
+    }
+    char text[32];
+    snprintf(text, sizeof text, "from rank %d", rank);
+    TU_OK(vr_comm_broadcast(comm, text, sizeof text, VR_COMM_U8, size - 1));
+    char want[32];
+    snprintf(want, sizeof want, "from rank %d", size - 1);
+    CU_ASSERT_STRING_EQUAL(text, want);
+    /* float data on a CPU backend goes through the host collectives */
+    vr_backend *be;
+    TU_OK(vr_cpu_backend_create(1, &be));
+    float f[3] = {1.0f, 2.0f, (float)rank}, g[6];
+    TU_OK(vr_comm_allreduce_dev(comm, be, f, 3));
+    CU_ASSERT_EQUAL(f[0], (float)size);
+    CU_ASSERT_EQUAL(f[2], (float)(size * (size - 1) / 2));
+    float h[3] = {(float)rank, 0, 0};
+    TU_OK(vr_comm_allgather_dev(comm, be, h, 3, g));
+    CU_ASSERT_EQUAL(g[3], 1.0f);
+    TU_OK(vr_comm_barrier(comm));
+    vr_backend_destroy(be);
+}
+
+/* Rank 1 comes 3 s late to a barrier; rank 0, with a timeout of 1 s, gives up with a message
+ * naming itself, the operation and the timeout. (Both then meet at a second barrier, which
+ * rank 1's late arrival and the abandoned request complete in MPI's order.) */
+static void test_timeout(void)
+{
+    double saved = comm->timeout_s;
+    if (comm->rank == 1) {
+        sleep(3);
+        TU_OK(vr_comm_barrier(comm));
+    } else {
+        comm->timeout_s = 1.0;
+        vr_status s = vr_comm_barrier(comm);
+        CU_ASSERT_EQUAL(s, VR_ERR_COMM);
+        CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "rank 0 of 2"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(vr_last_error(), "did not complete within 1 s"));
+        fprintf(stderr, "\n  %s\n", vr_last_error());
+        comm->timeout_s = saved;
+    }
+    TU_OK(vr_comm_barrier(comm));
+}
+
+int main(void)
+{
+    if (vr_comm_create("mpi", NULL, &comm) != VR_OK) {
+        fprintf(stderr, "test_dist: %s\n", vr_last_error());
+        return 2;
+    }
+    comm->timeout_s = 120;
+    static const tu_test tests[] = {
+        {"collectives", test_collectives},
+        {"2 ranks with B/2 equal 1 process with B: 3 LARS steps, gather + SyncBN",
+         test_equals_one_process},
+        {"the loss differs without the gather, the parameters without SyncBN",
+         test_gather_and_syncbn_matter},
+        {"every rank starts from rank 0's state", test_broadcast_state},
+        {"a late rank: the wait ends at the timeout", test_timeout},
+        {NULL, NULL},
+    };
+    char name[32];
+    snprintf(name, sizeof name, "dist rank %d", comm->rank);
+    int rc = tu_main(name, tests); /* mpirun fails when any rank does */
+    vr_comm_destroy(comm);
+    return rc;
+}
