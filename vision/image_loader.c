@@ -97,11 +97,12 @@ static int is_bad_file(vr_status s) { return s == VR_ERR_FORMAT || s == VR_ERR_I
  * order that decodes. Called without the lock; returns with it held. */
 static void fill_pair(vr_image_loader *l, vr_image_views_work *w, slot *sl, int i)
 {
-    int n = l->set->n, nb = l->c.batch;
+    int n = l->set->n, nb = l->c.batch, stride = l->c.stride;
     long step = sl->step;
-    long p = (step % l->steps_per_epoch) * nb + i;
+    /* pair i of this rank is pair offset + i of the step over all ranks */
+    long p = (step % l->steps_per_epoch) * stride + l->c.offset + i;
     float *out0 = sl->views + (size_t)i * l->view_floats, *out1 = sl->views + (size_t)(nb + i) * l->view_floats;
-    uint64_t index = (uint64_t)step * (uint64_t)nb + (uint64_t)i;
+    uint64_t index = (uint64_t)step * (uint64_t)stride + (uint64_t)(l->c.offset + i);
     for (int tries = 0; tries < n; tries++) {
         int sample = sl->ord->perm[(p + tries) % n];
         pthread_mutex_lock(&l->mu);
@@ -181,14 +182,19 @@ vr_status vr_image_loader_create(vr_image_loader **out, vr_image_folder *set, co
     if (views->view[0].size != views->view[1].size)
         return vr_fail(VR_ERR_ARG, DOMAIN, "%s: the views' sizes differ (%d and %d); a batch holds one size",
                        set->root, views->view[0].size, views->view[1].size);
-    if (set->n < c->batch)
-        return vr_fail(VR_ERR_ARG, DOMAIN, "%s: %d images, fewer than a batch of %d", set->root, set->n, c->batch);
+    const int stride = c->stride ? c->stride : c->batch;
+    if (c->offset < 0 || c->offset + c->batch > stride)
+        return vr_fail(VR_ERR_ARG, DOMAIN, "pairs [%d, %d) lie outside a step of %d", c->offset,
+                       c->offset + c->batch, stride);
+    if (set->n < stride)
+        return vr_fail(VR_ERR_ARG, DOMAIN, "%s: %d images, fewer than a batch of %d", set->root, set->n, stride);
     vr_image_loader *l = calloc(1, sizeof *l);
     if (!l) return vr_fail(VR_ERR_NOMEM, DOMAIN, "%s: cannot allocate the loader", set->root);
     l->set = set;
     l->views = *views;
     l->c = *c;
-    l->steps_per_epoch = set->n / c->batch;
+    l->c.stride = stride;
+    l->steps_per_epoch = set->n / stride;
     int size = views->view[0].size;
     l->view_floats = (size_t)3 * size * size;
     l->job_step = l->next_step = c->first_step;

@@ -44,6 +44,8 @@ typedef struct vr_image_loader_config {
     uint64_t views_seed;   /* the pairs' views */
     long first_step;       /* the first batch handed out */
     long end_step;         /* one past the last batch made; 0: no end */
+    int stride;            /* pairs per step over every rank of a data-parallel run (0: batch) */
+    int offset;            /* this rank's first pair within the step's stride: rank * batch */
 } vr_image_loader_config;
 
 /* One batch, valid until the next vr_image_loader_next or vr_image_loader_free. */

@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "source.h"
 #include "vicreg/checkpoint.h"
+#include "vicreg/comm.h"
 #include "vicreg/safetensors.h"
 #include "vicreg/trainer.h"
 
@@ -41,7 +43,14 @@ static const char *train_help =
     "                       steps per epoch; read no data beyond the image file's header\n"
     "\n"
     "A non-finite loss stops training with exit status 1; the last checkpoint stays as it was.\n"
-    "Ctrl-C (SIGINT) or SIGTERM ends the step under way, saves a checkpoint and exits with 1.\n";
+    "Ctrl-C (SIGINT) or SIGTERM ends the step under way, saves a checkpoint and exits with 1.\n"
+    "\n"
+    "Data-parallel: mpirun -np N vicreg train RECIPE.ini runs N ranks, each on its share of every\n"
+    "batch ([train] batch is the global batch); the loss is taken over the global batch and batch\n"
+    "norm is synchronised ([dist] gather, sync_bn); rank 0 alone logs, writes metrics and\n"
+    "checkpoints, and every rank resumes from rank 0's checkpoint. A rank that dies or stops\n"
+    "answering ends the run within [dist] timeout_s with a message; a signal to the launcher ends\n"
+    "every rank at once, and the last checkpoint written stays.\n";
 
 #define PROGRESS_SECONDS 2.0
 
@@ -86,6 +95,8 @@ typedef struct run {
     vr_model m;
     vr_trainer t;
     int have_trainer;
+    vr_comm *comm;        /* the run's processes (one: "single") */
+    int n_local;          /* pairs per step on this rank: [train] batch / ranks */
     vr_source train;
     long steps_per_epoch, total_steps;
     vr_lr_schedule sched;
@@ -100,6 +111,7 @@ typedef struct run {
 static void run_free(run *u)
 {
     if (u->have_trainer) vr_trainer_free(&u->t);
+    vr_comm_destroy(u->comm);
     for (int b = 0; b < VR_MAX_BRANCHES; b++) {
         if (u->x_dev[b] && u->x_dev[b] != u->x_host[b]) u->be->free(u->be, u->x_dev[b]);
         vr_free(u->x_host[b]);
@@ -140,12 +152,13 @@ static int parse_args(int argc, char **argv, train_args *a)
     return VR_EXIT_OK;
 }
 
-/* The model, its trainer for the recipe's batch and view size, and the loss coefficients. */
+/* The model (unless the comm needed its backend first), its trainer for this rank's share of
+ * the recipe's batch and the view size, and the loss coefficients. */
 static vr_status build(run *u)
 {
-    VR_TRY(vr_cli_open_model(&u->r, &u->be, &u->m));
+    if (!u->be) VR_TRY(vr_cli_open_model(&u->r, &u->be, &u->m));
     vr_optim_config oc = u->r.optim;
-    VR_TRY(vr_trainer_create(&u->t, &u->m, &oc, u->r.batch, u->train.in_h, u->train.in_w));
+    VR_TRY(vr_trainer_create(&u->t, &u->m, &oc, u->n_local, u->train.in_h, u->train.in_w));
     u->have_trainer = 1;
     u->t.coeffs = u->r.coeffs;
     return VR_OK;
@@ -221,6 +234,11 @@ static void print_plan(const run *u, const char *what, FILE *out)
     fprintf(out, "training set:    %s\n", what);
     fprintf(out, "steps per epoch: %ld (batch %d pairs, %d samples left out per epoch); %ld steps over %d epochs\n",
             u->steps_per_epoch, r->batch, src->n - (int)(u->steps_per_epoch * r->batch), u->total_steps, r->epochs);
+    if (u->comm && u->comm->size > 1)
+        fprintf(out, "data-parallel:   %d ranks (%s), %d pairs each; loss over the global batch: %s; "
+                     "SyncBN: %s; a rank that stops answering ends the run after %g s\n",
+                u->comm->size, u->comm->name, u->n_local, r->gather ? "yes" : "no",
+                r->sync_bn ? "yes" : "no", (double)r->comm_timeout_s);
     fprintf(out, "learning rate:   %s, base %g%s = %g, warm-up %ld steps, cosine to %g\n",
             vr_optim_kind_name(r->optim.kind), (double)r->base_lr, r->scale_lr ? " x batch/256" : "",
             (double)u->sched.base, u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
@@ -364,6 +382,7 @@ static void progress(const run *u, long done, const vr_vicreg_terms *tm, float l
  * the run can be taken up from. */
 static int stopped(const run *u, int tty)
 {
+    if (u->comm->rank != 0) return VR_EXIT_RUNTIME; /* rank 0 says it for every rank */
     if (tty) fputc('\n', stderr);
     fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
     if (u->last_saved >= 0)
@@ -371,6 +390,28 @@ static int stopped(const run *u, int tty)
     else
         fprintf(stderr, "vicreg: no checkpoint was written before the failure\n");
     return VR_EXIT_RUNTIME;
+}
+
+/* A collective failed (another rank died or hangs, or a signal came while waiting): this rank
+ * says so with the last good checkpoint, and every process of the run is ended. */
+static int comm_failed(const run *u, int tty)
+{
+    if (tty) fputc('\n', stderr);
+    fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
+    if (u->last_saved >= 0)
+        fprintf(stderr, "vicreg: the last good checkpoint is %s (step %ld)\n", u->checkpoint, u->last_saved);
+    fflush(stderr);
+    vr_comm_abort(u->comm, VR_EXIT_RUNTIME);
+    return VR_EXIT_RUNTIME;
+}
+
+/* What the ranks decide together after a step: rank 0's checkpoint failed, rank 0's clock
+ * reached max_minutes, a signal asked some rank to stop. Every rank gets every rank's flags. */
+enum { AGREE_SAVE_FAILED, AGREE_TIME_UP, AGREE_STOP, AGREE_N };
+
+static vr_status agree(run *u, int64_t *flags)
+{
+    return vr_comm_allreduce(u->comm, flags, AGREE_N, VR_COMM_I64);
 }
 
 static int train_loop(run *u, long start, FILE *metrics)
@@ -384,37 +425,41 @@ static int train_loop(run *u, long start, FILE *metrics)
     double t0 = vr_cli_now(), t_log = t0, t_progress = t0;
     vr_vicreg_terms tm = {0};
     float lr = 0;
+    const int rank = u->comm->rank, lead = rank == 0, n = u->n_local;
     if (u->train.kind == VR_DATA_FOLDER &&
-        vr_source_start_loader(&u->train, r, start, u->total_steps, shuffle_seed, views_seed) != VR_OK)
+        vr_source_start_loader(&u->train, r, rank, u->comm->size, start, u->total_steps, shuffle_seed,
+                               views_seed) != VR_OK)
         return vr_cli_fail(VR_EXIT_RUNTIME, "loader");
     for (long step = start; step < u->total_steps; step++) {
         long epoch = step / u->steps_per_epoch, in_epoch = step % u->steps_per_epoch;
-        /* the step's inputs on the host: made here, or handed over by the folder's loader */
+        /* the step's inputs on the host: made here, or handed over by the folder's loader; this
+         * rank's pairs are [rank*n, (rank+1)*n) of the step's batch */
         const float *host[VR_MAX_BRANCHES] = {u->x_host[0], u->x_host[1]};
         if (u->train.loader) {
             s = vr_source_loader_batch(&u->train, step, host);
-            vr_cli_report_skipped(&u->train);
+            if (lead) vr_cli_report_skipped(&u->train);
         } else {
             if (epoch != perm_epoch) {
                 shuffle(u->perm, u->train.n, shuffle_seed, epoch);
                 perm_epoch = epoch;
             }
-            s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch, r->batch, views_seed,
-                                (int64_t)step * r->batch, u->x_host);
+            s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch + rank * n, n, views_seed,
+                                (int64_t)step * r->batch + rank * n, u->x_host);
         }
         const float *inputs[VR_MAX_BRANCHES] = {host[0], host[1]};
         for (int b = 0; b < nb && s == VR_OK; b++)
             if (u->be->device != VR_DEVICE_CPU) {
-                s = u->be->upload(u->be, u->x_dev[b], host[b], u->train.step_floats[b]);
+                s = u->be->upload(u->be, u->x_dev[b], host[b], u->train.step_floats[b] / u->comm->size);
                 inputs[b] = u->x_dev[b];
             }
         if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
+        if (s == VR_ERR_COMM) return comm_failed(u, tty);
         if (s != VR_OK) return stopped(u, tty);
         long done = step + 1;
         double now = vr_cli_now();
-        if (done % r->log_every == 0 || done == u->total_steps) {
+        if (lead && (done % r->log_every == 0 || done == u->total_steps)) {
             double rate = (double)(done - last_log) * r->batch / (now - t_log);
             fprintf(metrics, "{\"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, \"invariance\": %.6g, "
                              "\"variance\": %.6g, \"covariance\": %.6g, \"lr\": %.6g, "
@@ -424,28 +469,36 @@ static int train_loop(run *u, long start, FILE *metrics)
             last_log = done;
             t_log = now;
         }
-        if (now - t_progress >= PROGRESS_SECONDS || done == u->total_steps) {
+        if (lead && (now - t_progress >= PROGRESS_SECONDS || done == u->total_steps)) {
             progress(u, done, &tm, lr, (double)(done - start) * r->batch / (now - t0), tty);
             t_progress = now;
         }
-        if (r->checkpoint_every > 0 && done % r->checkpoint_every == 0 && done < u->total_steps &&
-            save(u, done) != VR_OK)
-            return stopped(u, tty);
-        if (r->max_minutes > 0 && now - t0 >= 60.0 * r->max_minutes && done < u->total_steps) {
-            if (u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
-            if (tty) fputc('\n', stderr);
-            fprintf(stderr, "vicreg: stopped after step %ld of %ld: [train] max_minutes %g reached; checkpoint %s\n",
-                    done, u->total_steps, (double)r->max_minutes, u->checkpoint);
+        int64_t flags[AGREE_N] = {0};
+        if (r->checkpoint_every > 0 && done % r->checkpoint_every == 0 && done < u->total_steps) {
+            if (!lead) u->last_saved = done; /* what rank 0 writes, known to every rank */
+            else if (save(u, done) != VR_OK) flags[AGREE_SAVE_FAILED] = 1;
+        }
+        flags[AGREE_TIME_UP] = lead && r->max_minutes > 0 && now - t0 >= 60.0 * r->max_minutes && done < u->total_steps;
+        flags[AGREE_STOP] = stop_requested && done < u->total_steps;
+        if (u->comm->size > 1 && agree(u, flags) != VR_OK) return comm_failed(u, tty);
+        if (flags[AGREE_SAVE_FAILED]) return stopped(u, tty);
+        if (flags[AGREE_TIME_UP]) {
+            if (lead && u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
+            if (lead && tty) fputc('\n', stderr);
+            if (lead)
+                fprintf(stderr, "vicreg: stopped after step %ld of %ld: [train] max_minutes %g reached; checkpoint %s\n",
+                        done, u->total_steps, (double)r->max_minutes, u->checkpoint);
             u->stopped_at = done;
             return VR_EXIT_OK;
         }
-        if (stop_requested && done < u->total_steps) {
-            if (u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
-            if (tty) fputc('\n', stderr);
-            fprintf(stderr, "vicreg: interrupted after step %ld; continue with --resume %s\n", done, u->checkpoint);
+        if (flags[AGREE_STOP]) {
+            if (lead && u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
+            if (lead && tty) fputc('\n', stderr);
+            if (lead) fprintf(stderr, "vicreg: interrupted after step %ld; continue with --resume %s\n", done, u->checkpoint);
             return VR_EXIT_RUNTIME;
         }
     }
+    if (!lead) return VR_EXIT_OK;
     if (tty && start < u->total_steps) fputc('\n', stderr);
     if ((start < u->total_steps || u->last_saved != u->total_steps) && save(u, u->total_steps) != VR_OK)
         return stopped(u, 0);
@@ -455,22 +508,67 @@ static int train_loop(run *u, long start, FILE *metrics)
     return VR_EXIT_OK;
 }
 
+/* Whether every rank's setup went well (rc of each); the ranks whose own went well leave quietly
+ * when another's did not, since that one says why. */
+static int setup_agreed(run *u, int rc)
+{
+    if (u->comm->size == 1) return rc;
+    int64_t bad = rc != VR_EXIT_OK;
+    if (vr_comm_allreduce(u->comm, &bad, 1, VR_COMM_I64) != VR_OK) return comm_failed(u, 0);
+    return rc != VR_EXIT_OK ? rc : bad ? VR_EXIT_RUNTIME : VR_EXIT_OK;
+}
+
+/* The comm of the run ([dist] comm; NCCL binds the backend's GPU, so it comes after the model),
+ * the share of the batch of each rank, and the threads of each rank where several share a
+ * machine and the recipe leaves them to the program (its cores divided among them). */
+static int open_comm(run *u)
+{
+    if (vr_comm_create(u->r.comm, u->be, &u->comm) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "comm");
+    u->comm->timeout_s = u->r.comm_timeout_s;
+    u->comm->interrupt = &stop_requested;
+    if (u->r.batch % u->comm->size != 0 || u->r.batch / u->comm->size < 2) {
+        if (u->comm->rank == 0)
+            fprintf(stderr, "vicreg train: [train] batch %d cannot be shared by %d ranks: it must be a "
+                            "multiple of the ranks, at least 2 pairs each\n", u->r.batch, u->comm->size);
+        return VR_EXIT_USAGE;
+    }
+    u->n_local = u->r.batch / u->comm->size;
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    int sharing = local ? atoi(local) : 1;
+    if (u->r.threads == 0 && sharing > 1) {
+        int t = omp_get_num_procs() / sharing;
+        u->r.threads = t < 1 ? 1 : t;
+    }
+    return VR_EXIT_OK;
+}
+
 static int train(run *u, const train_args *a)
 {
     const vr_recipe *r = &u->r;
     long start = 0;
     u->last_saved = -1;
+    int rc = strcmp(r->comm, "nccl") != 0 ? open_comm(u) : VR_EXIT_OK;
+    if (rc != VR_EXIT_OK) return rc;
     snprintf(u->checkpoint, sizeof u->checkpoint, "%s/checkpoint.safetensors", r->run_dir);
     snprintf(u->metrics, sizeof u->metrics, "%s/metrics.jsonl", r->run_dir);
-    if (!a->resume && access(u->checkpoint, F_OK) == 0)
-        return fprintf(stderr, "vicreg train: %s already holds a run (%s); continue it with --resume %s, "
-                               "or choose another directory with --set train.run_dir=DIR\n",
-                       r->run_dir, u->checkpoint, u->checkpoint), VR_EXIT_USAGE;
+    if (!a->resume && access(u->checkpoint, F_OK) == 0) {
+        if (!u->comm || u->comm->rank == 0)
+            fprintf(stderr, "vicreg train: %s already holds a run (%s); continue it with --resume %s, "
+                            "or choose another directory with --set train.run_dir=DIR\n",
+                    r->run_dir, u->checkpoint, u->checkpoint);
+        return VR_EXIT_USAGE;
+    }
     double t_load = vr_cli_now();
     vr_status ls = vr_source_open(&u->train, r, VR_SPLIT_TRAIN, r->train_limit);
     vr_cli_report_skipped(&u->train);
     if (ls != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "training data");
+    if (!u->comm) { /* nccl: the model's backend first */
+        if (vr_cli_open_model(&u->r, &u->be, &u->m) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
+        if ((rc = open_comm(u)) != VR_EXIT_OK) return rc;
+    }
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
+    if (vr_trainer_distribute(&u->t, u->comm, r->gather, r->sync_bn) != VR_OK)
+        return vr_cli_fail(VR_EXIT_RUNTIME, "data-parallel");
     /* a folder's loader keeps the data order itself */
     if (r->kind != VR_DATA_FOLDER && !(u->perm = vr_alloc((size_t)u->train.n * sizeof(int))))
         return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;
@@ -483,41 +581,58 @@ static int train(run *u, const train_args *a)
         else if (u->be->alloc(u->be, bytes, &u->x_dev[b]) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
     }
 
-    if (a->resume) {
-        int rc = resume(u, a->resume, &start);
-        if (rc != VR_EXIT_OK) return rc;
-    } else if (vr_model_init(&u->m, r->seed) != VR_OK) {
-        return vr_cli_fail(VR_EXIT_RUNTIME, "model");
-    }
+    /* rank 0 reads the checkpoint (or every rank initialises from the seed), rank 0 alone owns
+     * the run directory, then every rank takes rank 0's state */
+    const int lead = u->comm->rank == 0;
+    rc = VR_EXIT_OK;
+    if (a->resume && lead) rc = resume(u, a->resume, &start);
+    else if (!a->resume && vr_model_init(&u->m, r->seed) != VR_OK) rc = vr_cli_fail(VR_EXIT_RUNTIME, "model");
     char recipe_copy[VR_RECIPE_PATH + 64];
     snprintf(recipe_copy, sizeof recipe_copy, "%s/recipe.ini", r->run_dir);
-    if (make_dirs(r->run_dir) != VR_OK || write_text(recipe_copy, u->recipe_text) != VR_OK ||
-        (a->resume && trim_metrics(u->metrics, start) != VR_OK))
-        return vr_cli_fail(VR_EXIT_RUNTIME, "run directory");
-    FILE *metrics = fopen(u->metrics, a->resume ? "a" : "w");
-    if (!metrics) return fprintf(stderr, "vicreg: cannot write %s: %s\n", u->metrics, strerror(errno)), VR_EXIT_RUNTIME;
+    FILE *metrics = NULL;
+    if (rc == VR_EXIT_OK && lead) {
+        if (make_dirs(r->run_dir) != VR_OK || write_text(recipe_copy, u->recipe_text) != VR_OK ||
+            (a->resume && trim_metrics(u->metrics, start) != VR_OK))
+            rc = vr_cli_fail(VR_EXIT_RUNTIME, "run directory");
+        else if (!(metrics = fopen(u->metrics, a->resume ? "a" : "w"))) {
+            fprintf(stderr, "vicreg: cannot write %s: %s\n", u->metrics, strerror(errno));
+            rc = VR_EXIT_RUNTIME;
+        }
+    }
+    if ((rc = setup_agreed(u, rc)) != VR_EXIT_OK) {
+        if (metrics) fclose(metrics);
+        return rc;
+    }
+    if (u->comm->size > 1) {
+        if (vr_trainer_broadcast(&u->t) != VR_OK) return comm_failed(u, 0);
+        start = u->t.step;
+        u->last_saved = a->resume ? start : -1;
+    }
 
-    fprintf(stderr, "vicreg train: %s -> %s (data loaded in %.1f s)\n", a->recipe_path, r->run_dir, vr_cli_now() - t_load);
-    char what[VR_RECIPE_PATH + 200];
-    vr_source_describe(&u->train, r, what, sizeof what);
-    print_plan(u, what, stderr);
-    if (start) fprintf(stderr, "resuming at step %ld (epoch %ld)\n", start, start / u->steps_per_epoch + 1);
+    if (lead) {
+        fprintf(stderr, "vicreg train: %s -> %s (data loaded in %.1f s)\n", a->recipe_path, r->run_dir,
+                vr_cli_now() - t_load);
+        char what[VR_RECIPE_PATH + 200];
+        vr_source_describe(&u->train, r, what, sizeof what);
+        print_plan(u, what, stderr);
+        if (start) fprintf(stderr, "resuming at step %ld (epoch %ld)\n", start, start / u->steps_per_epoch + 1);
+    }
     struct sigaction sa = {.sa_handler = request_stop};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int rc = train_loop(u, start, metrics);
-    fclose(metrics);
+    rc = train_loop(u, start, metrics);
+    if (metrics) fclose(metrics);
     if (u->train.kind == VR_DATA_FOLDER) {
         vr_source_stop_loader(&u->train);
-        vr_cli_report_skipped(&u->train);
-        if (u->train.folder.nskipped || u->train.refills)
+        if (lead) vr_cli_report_skipped(&u->train);
+        if (lead && (u->train.folder.nskipped || u->train.refills))
             fprintf(stderr, "vicreg: %d files of %s skipped; %ld batch slots refilled with the next image of the epoch\n",
                     u->train.folder.nskipped, r->train_folder, u->train.refills);
     }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    if (rc != VR_EXIT_OK) return rc;
+    if (rc != VR_EXIT_OK || !lead) return rc; /* rank 0 evaluates */
     if (stop_requested) {
         fprintf(stderr, "vicreg: interrupted; training is complete, the k-NN evaluation was skipped "
                         "(run it with: vicreg eval knn %s)\n", u->checkpoint);

@@ -182,6 +182,12 @@ static const key_def keys[] = {
     NUM("train", "log_every", K_INT, log_every, 1, 1e9, "steps between metrics.jsonl lines"),
     NUM("train", "max_minutes", K_FLOAT, max_minutes, 0, 1e7, "stop early after this training time; 0: none"),
 
+    STR("dist", "comm", comm, "auto (mpi under mpirun, else single), single, mpi or nccl"),
+    NUM("dist", "gather", K_BOOL, gather, 0, 1, "the loss over the global batch (every rank's embeddings)"),
+    NUM("dist", "sync_bn", K_BOOL, sync_bn, 0, 1, "batch norm statistics over the global batch"),
+    NUM("dist", "timeout_s", K_FLOAT, comm_timeout_s, 0, 1e7,
+        "longest wait for the other ranks (data loading, a checkpoint); 0: none"),
+
     NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
     NUM("eval", "train_limit", K_INT, eval_train_limit, 0, 1e9, "N training samples (folder: spread); 0: all"),
@@ -261,6 +267,10 @@ static void defaults(vr_recipe *r)
     snprintf(r->run_dir, sizeof r->run_dir, "runs/vicreg");
     r->checkpoint_every = 1000;
     r->log_every = 10;
+    snprintf(r->comm, sizeof r->comm, "auto");
+    r->gather = 1;
+    r->sync_bn = 1;
+    r->comm_timeout_s = 300.0f;
     r->eval_k = 20;
     r->eval_temperature = 0.07f;
     r->eval_batch = 256;

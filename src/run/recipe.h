@@ -81,6 +81,10 @@ typedef struct vr_recipe {
     long checkpoint_every;       /* steps; 0: only at the end */
     int log_every;               /* steps between metrics lines */
     float max_minutes;           /* stop early after this much training time; 0: no limit */
+    /* [dist]: data-parallel runs (mpirun -np N vicreg train); train.batch is the global batch */
+    char comm[16];               /* auto, single, mpi, nccl */
+    int gather, sync_bn;
+    float comm_timeout_s;        /* 0: wait without limit */
     /* [eval] */
     int eval_k;
     float eval_temperature;

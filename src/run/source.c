@@ -283,15 +283,18 @@ vr_status vr_source_eval_inputs(vr_source *s, const vr_recipe *r, int i0, int n,
     return vr_spectrogram_mel_batch(s->sp, out[0], n, crop, r->threads, out[1]);
 }
 
-vr_status vr_source_start_loader(vr_source *s, const vr_recipe *r, long first_step, long end_step,
-                                 uint64_t shuffle_seed, uint64_t views_seed)
+vr_status vr_source_start_loader(vr_source *s, const vr_recipe *r, int rank, int ranks,
+                                 long first_step, long end_step, uint64_t shuffle_seed,
+                                 uint64_t views_seed)
 {
     if (s->kind != VR_DATA_FOLDER)
         return vr_fail(VR_ERR_UNSUPPORTED, "data", "only an image folder has a loader");
     int threads = r->loader_threads > 0 ? r->loader_threads : r->threads > 0 ? r->threads : omp_get_max_threads();
-    vr_image_loader_config c = {.batch = r->batch, .threads = threads, .depth = r->prefetch,
+    const int n = r->batch / ranks;
+    vr_image_loader_config c = {.batch = n, .threads = threads, .depth = r->prefetch,
                                 .shuffle_seed = shuffle_seed, .views_seed = views_seed,
-                                .first_step = first_step, .end_step = end_step};
+                                .first_step = first_step, .end_step = end_step,
+                                .stride = r->batch, .offset = rank * n};
     vr_image_loader_free(s->loader);
     s->loader = NULL;
     return vr_image_loader_create(&s->loader, &s->folder, &r->image_views, &c);

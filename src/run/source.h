@@ -65,9 +65,12 @@ vr_status vr_source_views(vr_source *s, const vr_recipe *r, const int *index, in
                           uint64_t seed, int64_t first, float *const *out);
 
 /* Folder kind: starts the loader threads on the batches of steps [first_step, end_step) of
- * batch [train] batch, in the order of vicreg/image_loader.h for shuffle_seed and views_seed. */
-vr_status vr_source_start_loader(vr_source *s, const vr_recipe *r, long first_step, long end_step,
-                                 uint64_t shuffle_seed, uint64_t views_seed);
+ * batch [train] batch, in the order of vicreg/image_loader.h for shuffle_seed and views_seed.
+ * In a data-parallel run of `ranks` processes this rank's batch is its share of each step:
+ * pairs [rank * batch/ranks, (rank + 1) * batch/ranks) (one process: ranks 1, rank 0). */
+vr_status vr_source_start_loader(vr_source *s, const vr_recipe *r, int rank, int ranks,
+                                 long first_step, long end_step, uint64_t shuffle_seed,
+                                 uint64_t views_seed);
 /* The next batch, which must be step `step`: host[0] receives its inputs (2N,3,S,S) in the
  * loader's buffer, valid until the next call. */
 vr_status vr_source_loader_batch(vr_source *s, long step, const float **host);
