@@ -48,7 +48,8 @@ vr_status vr_cpu_maxpool_backward(vr_backend *be, const vr_window *d, const floa
 vr_status vr_cpu_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x, float *y);
 vr_status vr_cpu_avgpool_backward(vr_backend *be, int n, int c, int s, const float *dy, float *dx);
 /* batchnorm.c */
-vr_status vr_cpu_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s, const float *x,
+vr_status vr_cpu_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c,
+                                  int s, const float *x,
                                   const float *gamma, const float *beta, const float *residual,
                                   int relu, float *y, float *mean, float *invstd,
                                   float *running_mean, float *running_var, float momentum,
@@ -57,7 +58,8 @@ vr_status vr_cpu_bn_forward_eval(vr_backend *be, int n, int c, int s, const floa
                                  const float *gamma, const float *beta, const float *residual,
                                  int relu, float *y, const float *running_mean,
                                  const float *running_var, float eps);
-vr_status vr_cpu_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s, const float *dy,
+vr_status vr_cpu_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                             const float *dy,
                              const float *y_relu, const float *x, const float *gamma,
                              const float *mean, const float *invstd, float *dx, float *dgamma,
                              float *dbeta, float *dres);
