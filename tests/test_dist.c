@@ -1,8 +1,10 @@
 /* Data-parallel training over MPI, run as `mpirun -np 2 test_dist` (tests/meson.build).
  *
  * Every rank holds half of a global batch; the run must equal one process holding all of it:
- * a small ResNet-18 + expander, 3 LARS steps, with the loss gathered over the ranks and SyncBN,
- * compared with the single-process trainer that each rank also runs on the whole batch. Losses
+ * a small ResNet-18 + expander (the image setup: one branch for both views) and two small
+ * non-shared 1-D and 2-D branches (the audio setup), 3 LARS steps, with the loss gathered over
+ * the ranks and SyncBN, compared with the single-process trainer that each rank also runs on the
+ * whole batch. Losses
  * and every parameter and buffer agree within |d| <= 1e-4 * (|ref| + rms(tensor)) (the
  * statistics and sums are taken in another order); without the gather or without SyncBN the
  * run is measurably different. The collectives themselves are checked against known sums, and
@@ -21,28 +23,48 @@ static vr_comm *comm;
 #define STEPS 3
 #define LR 0.2f
 
+#define LEN 512 /* samples of the audio setup's waveforms */
+
 /* one run: a model, its trainer, and the losses of its steps */
 typedef struct run {
+    int audio;   /* 0: the image setup (one shared branch); 1: the audio setup's two branches */
     vr_backend *be;
     vr_model m;
     vr_trainer t;
     vr_vicreg_terms terms[STEPS];
 } run;
 
-static void run_open(run *r, int n)
+/* Floats per sample of branch b's input: an image view (3,HW,HW); a waveform (1,1,LEN) or a
+ * spectrogram (1,HW,HW). */
+static size_t sample_floats(const run *r, int b)
 {
+    return r->audio ? (b ? (size_t)HW * HW : LEN) : (size_t)3 * HW * HW;
+}
+
+static void run_open(run *r, int n, int audio)
+{
+    r->audio = audio;
     TU_OK(vr_cpu_backend_create(1, &r->be));
-    vr_branch_config bc;
-    vr_branch_config_image(&bc, 18, "");
+    vr_branch_config bc[2];
     int widths[4] = {8, 16, 16, 32};
-    memcpy(bc.encoder.widths, widths, sizeof widths);
-    strcpy(bc.expander, "32-64-64");
-    TU_OK(vr_model_create(&r->m, r->be, 1, &bc));
+    if (audio) {
+        vr_branch_config_wave(&bc[0], "64-64");
+        vr_branch_config_spec(&bc[1], "64-64");
+        for (int b = 0; b < 2; b++) memcpy(bc[b].encoder.widths, widths, sizeof widths);
+        bc[0].encoder.stem_kernel = 9, bc[0].encoder.stem_pad = 4;
+        snprintf(bc[0].expander, sizeof bc[0].expander, "32-64-64");
+        snprintf(bc[1].expander, sizeof bc[1].expander, "32-64-64");
+    } else {
+        vr_branch_config_image(&bc[0], 18, "");
+        memcpy(bc[0].encoder.widths, widths, sizeof widths);
+        strcpy(bc[0].expander, "32-64-64");
+    }
+    TU_OK(vr_model_create(&r->m, r->be, audio ? 2 : 1, bc));
     TU_OK(vr_model_init(&r->m, 7));
     vr_optim_config oc;
     vr_optim_config_default(&oc, VR_OPTIM_LARS);
-    int hw = HW;
-    TU_OK(vr_trainer_create(&r->t, &r->m, &oc, n, &hw, &hw));
+    int h[2] = {audio ? 1 : HW, HW}, w[2] = {audio ? LEN : HW, HW};
+    TU_OK(vr_trainer_create(&r->t, &r->m, &oc, n, h, w));
 }
 
 static void run_close(run *r)
@@ -52,38 +74,37 @@ static void run_close(run *r)
     vr_backend_destroy(r->be);
 }
 
-/* The global batch of step s: (2B,3,HW,HW), view 1 rows then view 2 rows. */
-static void global_batch(int s, float *x)
-{
-    vr_rng g;
-    vr_rng_seed(&g, 99 + (uint64_t)s);
-    tu_fill_normal(x, (size_t)2 * B * 3 * HW * HW, &g, 1.0f);
-}
-
-/* Rows [rank*n, (rank+1)*n) of each view of the global batch. */
-static void local_batch(const float *x, int rank, int n, float *out)
-{
-    size_t row = (size_t)3 * HW * HW;
-    for (int v = 0; v < 2; v++)
-        memcpy(out + (size_t)v * n * row, x + ((size_t)v * B + (size_t)rank * n) * row,
-               (size_t)n * row * sizeof(float));
-}
-
-/* STEPS steps of r on its share of the global batches (the whole of them when n == B). */
+/* STEPS steps of r on its share of the global batches (the whole of them when n == B). The
+ * global input of a step, per branch: the image setup's (2B,3,HW,HW), view 1 rows then view 2
+ * rows; the audio setup's (B,1,1,LEN) and (B,1,HW,HW). A rank's share is rows
+ * [rank*n, (rank+1)*n) of each view or branch. */
 static void run_steps(run *r, int rank, int n)
 {
-    float *x = malloc((size_t)2 * B * 3 * HW * HW * sizeof(float));
-    float *mine = malloc((size_t)2 * n * 3 * HW * HW * sizeof(float));
-    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mine);
+    const int nb = r->audio ? 2 : 1, views = r->audio ? 1 : 2;
+    float *x[2], *mine[2];
+    for (int b = 0; b < nb; b++) {
+        x[b] = malloc((size_t)views * B * sample_floats(r, b) * sizeof(float));
+        mine[b] = malloc((size_t)views * n * sample_floats(r, b) * sizeof(float));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(x[b]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(mine[b]);
+    }
     for (int s = 0; s < STEPS; s++) {
-        global_batch(s, x);
-        local_batch(x, rank, n, mine);
-        const float *in[1] = {mine};
+        vr_rng g;
+        vr_rng_seed(&g, 99 + (uint64_t)s);
+        for (int b = 0; b < nb; b++) {
+            size_t row = sample_floats(r, b);
+            tu_fill_normal(x[b], (size_t)views * B * row, &g, 1.0f);
+            for (int v = 0; v < views; v++)
+                memcpy(mine[b] + (size_t)v * n * row, x[b] + ((size_t)v * B + (size_t)rank * n) * row,
+                       (size_t)n * row * sizeof(float));
+        }
+        const float *in[2] = {mine[0], mine[nb - 1]};
         TU_OK(vr_trainer_step(&r->t, in, LR, &r->terms[s]));
     }
-    free(x);
-    free(mine);
+    for (int b = 0; b < nb; b++) {
+        free(x[b]);
+        free(mine[b]);
+    }
 }
 
 /* Tensor by tensor: |got - ref| <= 1e-4 * (|ref| + rms(ref)), rtol 1e-4 of the element or of
@@ -118,26 +139,26 @@ static double max_param_diff(const run *a, const run *b)
 }
 
 /* The single-process reference on the whole global batch. */
-static void reference(run *ref)
+static void reference(run *ref, int audio)
 {
-    run_open(ref, B);
+    run_open(ref, B, audio);
     run_steps(ref, 0, B);
 }
 
-static void distributed(run *r, int gather, int sync_bn)
+static void distributed(run *r, int audio, int gather, int sync_bn)
 {
-    run_open(r, B / comm->size);
+    run_open(r, B / comm->size, audio);
     TU_OK(vr_trainer_distribute(&r->t, comm, gather, sync_bn));
     TU_OK(vr_trainer_broadcast(&r->t));
     run_steps(r, comm->rank, B / comm->size);
 }
 
-static void test_equals_one_process(void)
+static void equals_one_process(int audio)
 {
     CU_ASSERT_EQUAL_FATAL(comm->size, 2);
     run ref, r;
-    reference(&ref);
-    distributed(&r, 1, 1);
+    reference(&ref, audio);
+    distributed(&r, audio, 1, 1);
     for (int s = 0; s < STEPS; s++) {
         const double got[4] = {r.terms[s].loss, r.terms[s].invariance, r.terms[s].variance,
                                r.terms[s].covariance};
@@ -167,20 +188,26 @@ static void test_equals_one_process(void)
     run_close(&ref);
 }
 
+static void test_equals_one_process(void) { equals_one_process(0); }
+
+/* The audio setup: two non-shared branches (1-D waveform and 2-D spectrogram ResNets), each
+ * with its own expander and batch norms. */
+static void test_equals_one_process_audio(void) { equals_one_process(1); }
+
 /* Without the gather each rank's variance and covariance are of its own 4 pairs: another
  * loss; without SyncBN other statistics: other parameters. */
 static void test_gather_and_syncbn_matter(void)
 {
     run ref, r;
-    reference(&ref);
-    distributed(&r, 0, 1);
+    reference(&ref, 0);
+    distributed(&r, 0, 0, 1);
     double d = rel(r.terms[0].loss, ref.terms[0].loss);
     fprintf(stderr, "\n  rank %d: loss of step 1 without the gather %.6f, with %.6f (relative "
             "difference %.3g)\n", comm->rank, r.terms[0].loss, ref.terms[0].loss, d);
     CU_ASSERT(d > 1e-3);
     CU_ASSERT(isfinite(r.terms[0].loss));
     run_close(&r);
-    distributed(&r, 1, 0);
+    distributed(&r, 0, 1, 0);
     double p = max_param_diff(&r, &ref);
     fprintf(stderr, "  rank %d: without SyncBN the parameters after %d steps differ by %.3g "
             "(relative)\n", comm->rank, STEPS, p);
@@ -193,7 +220,7 @@ static void test_gather_and_syncbn_matter(void)
 static void test_broadcast_state(void)
 {
     run r;
-    run_open(&r, 4);
+    run_open(&r, 4, 0);
     TU_OK(vr_trainer_distribute(&r.t, comm, 1, 1));
     if (comm->rank == 1) {
         TU_OK(vr_model_init(&r.m, 12345));
@@ -201,7 +228,7 @@ static void test_broadcast_state(void)
     }
     TU_OK(vr_trainer_broadcast(&r.t));
     run ref;
-    run_open(&ref, 4);
+    run_open(&ref, 4, 0);
     CU_ASSERT(memcmp(r.m.p, ref.m.p, r.m.params.total * sizeof(float)) == 0);
     CU_ASSERT_EQUAL(r.t.step, 0);
     run_close(&ref);
@@ -274,6 +301,7 @@ int main(void)
         {"collectives", test_collectives},
         {"2 ranks with B/2 equal 1 process with B: 3 LARS steps, gather + SyncBN",
          test_equals_one_process},
+        {"the same for the audio setup's two non-shared branches", test_equals_one_process_audio},
         {"the loss differs without the gather, the parameters without SyncBN",
          test_gather_and_syncbn_matter},
         {"every rank starts from rank 0's state", test_broadcast_state},
