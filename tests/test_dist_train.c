@@ -3,7 +3,8 @@
  *  - two ranks of 8 pairs each log the same losses as one process of 16 (metrics.jsonl, every
  *    step) and end with the same checkpoint (|d| <= 1e-4 * (|ref| + rms(tensor)));
  *  - SIGKILL of rank 1 mid-run ends rank 0 with a message naming the failure and the last good
- *    checkpoint, within the recipe's 5 s timeout, and that checkpoint loads (vicreg info);
+ *    checkpoint, within the recipe's 5 s timeout, and that checkpoint loads (vicreg info); both
+ *    ranks resume from it and end as an uninterrupted run (every metrics line the same);
  *  - a rank that stops answering (SIGSTOP) ends the run within the timeout with the message
  *    "did not complete within 5 s". */
 #include <dirent.h>
@@ -28,6 +29,9 @@ static char dir[256];
         "model.expander=32-64-64", "--set", "train.batch=16", "--set", "train.log_every=1",       \
         "--set", "eval.train_limit=200", "--set", "eval.test_limit=100", "--set", "train.threads=1", \
         "--set", "dist.timeout_s=5"
+
+/* a run long enough to be killed in (16 steps per epoch) */
+#define LONG_EPOCHS "30"
 
 static const char *tmp(const char *name)
 {
@@ -66,8 +70,10 @@ static int wait_exit(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* mpirun -np 2 vicreg train ... into run_dir, with `epochs` and `every` (checkpoints) */
-static pid_t start_ranks(const char *run_dir, const char *epochs, const char *every, const char *err)
+/* mpirun -np 2 vicreg train ... into run_dir, with `epochs` and `every` (checkpoints), resuming
+ * from `resume` unless NULL */
+static pid_t start_ranks(const char *run_dir, const char *epochs, const char *every,
+                         const char *resume, const char *err)
 {
     char d[512], e[64], c[64];
     snprintf(d, sizeof d, "train.run_dir=%s", run_dir);
@@ -76,7 +82,7 @@ static pid_t start_ranks(const char *run_dir, const char *epochs, const char *ev
     const char *argv[] = {mpirun, "-np", "2", "--oversubscribe", "--mca",
                           "btl_vader_single_copy_mechanism", "none", cli, "train",
                           recipe, RECIPE_SETS, "--set", d,
-                          "--set", e, "--set", c, NULL};
+                          "--set", e, "--set", c, resume ? "--resume" : NULL, resume, NULL};
     return start(argv, err);
 }
 
@@ -120,7 +126,7 @@ static int compare_checkpoints(const char *got_path, const char *ref_path)
 static void test_two_ranks_equal_one(void)
 {
     CU_ASSERT_EQUAL_FATAL(run_one(tmp("one"), tmp("one.err")), 0);
-    CU_ASSERT_EQUAL_FATAL(wait_exit(start_ranks(tmp("two"), "1", "1000", tmp("two.err"))), 0);
+    CU_ASSERT_EQUAL_FATAL(wait_exit(start_ranks(tmp("two"), "1", "1000", NULL, tmp("two.err"))), 0);
     char *a = tu_read_file(tmp("one/metrics.jsonl"), NULL), *b = tu_read_file(tmp("two/metrics.jsonl"), NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
@@ -198,7 +204,7 @@ static void break_a_rank(const char *name, int sig, const char *expect)
     char run_dir[500], err[512];
     snprintf(run_dir, sizeof run_dir, "%s", tmp(name));
     snprintf(err, sizeof err, "%s.err", run_dir);
-    pid_t pid = start_ranks(run_dir, "100", "4", err);
+    pid_t pid = start_ranks(run_dir, LONG_EPOCHS, "4", NULL, err);
     CU_ASSERT_FATAL(pid > 0);
     char ckpt[600];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", run_dir);
@@ -230,9 +236,41 @@ static void break_a_rank(const char *name, int sig, const char *expect)
     if (sig == SIGSTOP) kill(victim, SIGKILL); /* in case the launcher left it */
 }
 
+/* metrics.jsonl of two runs: the same steps with the same losses and learning rates, bit for
+ * bit as logged (the timings differ); returns the lines compared, -1 on a difference. */
+static int same_metrics(const char *got_path, const char *ref_path)
+{
+    char *a = tu_read_file(got_path, NULL), *b = tu_read_file(ref_path, NULL);
+    int lines = 0;
+    for (char *p = a, *q = b; p && q && *p && *q; lines++) {
+        char *cp = strstr(p, "\"samples_per_s\""), *cq = strstr(q, "\"samples_per_s\"");
+        if (!cp || !cq || cp - p != cq - q || memcmp(p, q, (size_t)(cp - p))) {
+            fprintf(stderr, "\n  %.*s\n  %.*s\n", (int)strcspn(p, "\n"), p, (int)strcspn(q, "\n"), q);
+            lines = -1;
+            break;
+        }
+        p += strcspn(p, "\n");
+        q += strcspn(q, "\n");
+        p += *p == '\n';
+        q += *q == '\n';
+    }
+    free(a);
+    free(b);
+    return lines;
+}
+
+/* ... and the run taken up again from that checkpoint by both ranks ends as a run that was never
+ * interrupted. */
 static void test_killed_rank(void)
 {
     break_a_rank("killed", SIGKILL, "vicreg: training stopped: comm: rank 0 of 2:");
+    char ckpt[600];
+    snprintf(ckpt, sizeof ckpt, "%s", tmp("killed/checkpoint.safetensors"));
+    CU_ASSERT_EQUAL(wait_exit(start_ranks(tmp("killed"), LONG_EPOCHS, "4", ckpt, tmp("resumed.err"))), 0);
+    CU_ASSERT_EQUAL(wait_exit(start_ranks(tmp("whole"), LONG_EPOCHS, "4", NULL, tmp("whole.err"))), 0);
+    int lines = same_metrics(tmp("killed/metrics.jsonl"), tmp("whole/metrics.jsonl"));
+    fprintf(stderr, "  resumed after the kill: %d metrics lines equal to the uninterrupted run's\n", lines);
+    CU_ASSERT_EQUAL(lines, 16 * 30);
 }
 
 static void test_hung_rank(void)
