@@ -10,7 +10,9 @@
  *   relu, add, accumulate, fill, max pool (values, argmax, gradient),
  *   average pool backward                                   0 (bit for bit)
  *   average pool forward, optimiser steps (w and state)      1e-6
- *   batch norm (train, eval, backward, running statistics)  1e-5
+ *   batch norm (train, eval, backward, running statistics;
+ *   also with SyncBN over two ranks holding the same batch)  1e-5
+ *   input copies (copy_start / join / wait)                  0
  *   VICReg terms (relative) and gradients                    1e-5
  *   sum of squares (relative)                                1e-12
  *   convolution, linear (y, dx, dw)                          1e-4 / 4e-3 / 3e-2
@@ -261,7 +263,28 @@ typedef struct bn_io {
 typedef struct bn_in {
     int n, c, s, res, relu;
     const float *x, *r, *gamma, *beta, *rm, *rv, *dy, *dgamma, *dbeta;
+    const vr_bn_sync *sync;
 } bn_in;
+
+/* SyncBN as two ranks that hold the same batch see it: the gather answers this rank's
+ * statistics twice, the reduce doubles the sums (so the outputs are the local ones, the
+ * running variance that of twice the values). */
+static vr_status twin_gather(void *ctx, const double *mine, size_t count, double *all)
+{
+    (void)ctx;
+    memcpy(all, mine, count * sizeof *all);
+    memcpy(all + count, mine, count * sizeof *all);
+    return VR_OK;
+}
+
+static vr_status twin_reduce(void *ctx, double *sums, size_t count)
+{
+    (void)ctx;
+    for (size_t i = 0; i < count; i++) sums[i] *= 2.0;
+    return VR_OK;
+}
+
+static const vr_bn_sync twin_sync = {NULL, 2, twin_gather, twin_reduce};
 
 static void bn_run(vr_backend *be, const bn_in *in, bn_io *o)
 {
@@ -279,10 +302,10 @@ static void bn_run(vr_backend *be, const bn_in *in, bn_io *o)
     if (in->res) TU_OK(be->alloc(be, cnt * sizeof(float), &DR));
     /* evaluation first: it reads the running statistics before training updates them */
     TU_OK(be->bn_forward_eval(be, in->n, in->c, in->s, X, G, B, R, in->relu, YE, RM, RV, 1e-5f));
-    TU_OK(be->bn_forward_train(be, NULL, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS, RM, RV,
-                               0.1f, 1e-5f));
-    TU_OK(be->bn_backward(be, NULL, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS, DX, DG,
-                          DB, DR));
+    TU_OK(be->bn_forward_train(be, in->sync, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS,
+                               RM, RV, 0.1f, 1e-5f));
+    TU_OK(be->bn_backward(be, in->sync, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS,
+                          DX, DG, DB, DR));
     o->y = to_host(be, Y, cnt);
     o->y_eval = to_host(be, YE, cnt);
     o->mean = to_host(be, M, c);
@@ -310,7 +333,7 @@ static void test_batchnorm(void)
     /* fusions: none, ReLU, residual + ReLU (a ResNet block's last BN) */
     static const int fuse[3][2] = {{0, 0}, {0, 1}, {1, 1}};
     for (int i = 0; i < NBN; i++)
-        for (int f = 0; f < 3; f++) {
+        for (int f = 0; f < 6; f++) { /* f >= 3: the same fusions with SyncBN (twin_sync) */
             const bn_case *k = &bn_cases[i];
             size_t cnt = (size_t)k->n * k->c * k->s, c = (size_t)k->c;
             vr_rng r;
@@ -326,8 +349,8 @@ static void test_batchnorm(void)
             float *gamma = rand_buf(c, &r, 0.5f, 1.5f), *beta = rand_buf(c, &r, -0.5f, 0.5f);
             float *rm = rand_buf(c, &r, -1, 1), *rv = rand_buf(c, &r, 0.5f, 2.0f);
             float *dg = rand_buf(c, &r, -1, 1), *db = rand_buf(c, &r, -1, 1);
-            bn_in in = {k->n, k->c, k->s, fuse[f][0], fuse[f][1], x, res, gamma, beta, rm, rv,
-                        dy, dg, db};
+            bn_in in = {k->n, k->c, k->s, fuse[f % 3][0], fuse[f % 3][1], x, res, gamma, beta, rm,
+                        rv, dy, dg, db, f >= 3 ? &twin_sync : NULL};
             bn_io a, e;
             bn_run(ref_be, &in, &a);
             bn_run(cur->dut, &in, &e);
@@ -995,6 +1018,44 @@ static void test_fault_is_caught(void)
     vr_backend_destroy(faulty);
 }
 
+/* ------------------------------------------------------------------ input copies */
+/* Four batches through the two copy slots from pinned memory, the host buffer rewritten as soon
+ * as copy_wait allows, each batch added into a sum on the compute stream after copy_join: the
+ * sum must hold every batch exactly (small integers). Backends whose device is the host have
+ * no copies to test. */
+static void test_copies(void)
+{
+    vr_backend *be = cur->dut;
+    if (!be->copy_start) return;
+    const size_t n = (size_t)1 << 20;
+    float *host = vr_alloc(n * sizeof(float)), *want = calloc(n, sizeof(float)), *D[2], *acc;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(host);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+    TU_OK(be->pin(be, host, n * sizeof(float)));
+    for (int s = 0; s < 2; s++) TU_OK(be->alloc(be, n * sizeof(float), &D[s]));
+    TU_OK(be->alloc(be, n * sizeof(float), &acc));
+    TU_OK(be->fill(be, n, 0.0f, acc));
+    for (int k = 0; k < 4; k++) {
+        int slot = k & 1;
+        for (size_t i = 0; i < n; i++) {
+            host[i] = (float)((i * 7 + (size_t)k * 13) % 1000);
+            want[i] += host[i];
+        }
+        TU_OK(be->copy_start(be, slot, D[slot], host, n));
+        TU_OK(be->copy_join(be, slot));
+        TU_OK(be->copy_wait(be, slot));
+        TU_OK(be->accumulate(be, n, D[slot], acc));
+    }
+    float *got = to_host(be, acc, n);
+    CU_ASSERT(memcmp(got, want, n * sizeof(float)) == 0);
+    be->unpin(be, host);
+    for (int s = 0; s < 2; s++) be->free(be, D[s]);
+    be->free(be, acc);
+    vr_free(host);
+    free(want);
+    free(got);
+}
+
 /* ------------------------------------------------------------------ main */
 static const tu_test op_tests[] = {
     {"convolution (1-D, 2-D; forward, data, weight, bias)", test_conv},
@@ -1005,6 +1066,7 @@ static const tu_test op_tests[] = {
     {"VICReg loss and gradient", test_vicreg},
     {"LARS, SGD, AdamW steps", test_optim},
     {"two training steps: ResNet-18 + expander + VICReg + LARS", test_train_step},
+    {"input copies through two slots (CUDA)", test_copies},
     {NULL, NULL},
 };
 

@@ -76,6 +76,21 @@ struct vr_backend {
     /* Blocks until queued work is done (no-op on the CPU). */
     vr_status (*sync)(vr_backend *be);
 
+    /* -- input copies that overlap compute: NULL on the CPU, whose "device" is the host -------
+     * pin page-locks host memory so that copies from it run without the host (unpin before it
+     * is freed; pinning memory that cannot be pinned fails and leaves copies slower, not
+     * wrong). copy_start queues a copy of count floats from host to dst on a stream of its own,
+     * started once the work queued so far is done, as copy `slot` (0 or 1); copy_join makes the
+     * work queued from then on wait for copy `slot`; copy_wait makes the host wait for it, after
+     * which its host memory may change. A training loop alternates two device buffers: the
+     * next batch is copied while the current one is computed. */
+    vr_status (*pin)(vr_backend *be, void *host, size_t bytes);
+    void (*unpin)(vr_backend *be, void *host);
+    vr_status (*copy_start)(vr_backend *be, int slot, float *dst, const float *host_src,
+                            size_t count);
+    vr_status (*copy_join)(vr_backend *be, int slot);
+    vr_status (*copy_wait)(vr_backend *be, int slot);
+
     /* -- convolution: x (N,Cin,H,W) w (Cout,Cin,KH,KW) b (Cout) or NULL, y (N,Cout,OH,OW) -- */
     vr_status (*conv_forward)(vr_backend *be, const vr_window *d, const float *x, const float *w,
                               const float *b, float *y);

@@ -101,8 +101,11 @@ typedef struct run {
     long steps_per_epoch, total_steps;
     vr_lr_schedule sched;
     int *perm;            /* (N) data order of the current epoch */
-    /* each branch's input of a step (source.h); x_dev == x_host on the CPU */
-    float *x_host[VR_MAX_BRANCHES], *x_dev[VR_MAX_BRANCHES];
+    /* each branch's input of a step (source.h) on the host; off the CPU also on the device, in
+     * two slots: the next step's is copied while the current one computes */
+    float *x_host[VR_MAX_BRANCHES], *x_dev[2][VR_MAX_BRANCHES];
+    void *pinned[2 * 8 + VR_MAX_BRANCHES]; /* host buffers page-locked (or tried) for the copies */
+    int npinned;
     char checkpoint[VR_RECIPE_PATH + 64], metrics[VR_RECIPE_PATH + 64];
     long last_saved;      /* step of the last checkpoint written or loaded; -1 none */
     long stopped_at;      /* the step a time limit stopped training at; 0: ran to the end */
@@ -113,7 +116,8 @@ static void run_free(run *u)
     if (u->have_trainer) vr_trainer_free(&u->t);
     vr_comm_destroy(u->comm);
     for (int b = 0; b < VR_MAX_BRANCHES; b++) {
-        if (u->x_dev[b] && u->x_dev[b] != u->x_host[b]) u->be->free(u->be, u->x_dev[b]);
+        for (int k = 0; k < 2; k++)
+            if (u->x_dev[k][b]) u->be->free(u->be, u->x_dev[k][b]);
         vr_free(u->x_host[b]);
     }
     vr_free(u->perm);
@@ -414,45 +418,107 @@ static vr_status agree(run *u, int64_t *flags)
     return vr_comm_allreduce(u->comm, flags, AGREE_N, VR_COMM_I64);
 }
 
+/* Where a step's inputs come from: the data order of the epoch at hand and the seeds. */
+typedef struct feed {
+    uint64_t views_seed, shuffle_seed;
+    long perm_epoch;      /* the epoch u->perm holds; -1 none */
+} feed;
+
+/* The host inputs of `step` into host: made here, or handed over by the folder's loader (valid
+ * until the next batch is asked for); this rank's pairs are [rank*n, (rank+1)*n) of the
+ * step's batch. */
+static vr_status step_inputs(run *u, feed *f, long step, const float **host)
+{
+    const vr_recipe *r = &u->r;
+    const int rank = u->comm->rank, n = u->n_local;
+    host[0] = u->x_host[0];
+    host[1] = u->x_host[1];
+    if (u->train.loader) {
+        vr_status s = vr_source_loader_batch(&u->train, step, host);
+        if (rank == 0) vr_cli_report_skipped(&u->train);
+        return s;
+    }
+    long epoch = step / u->steps_per_epoch, in_epoch = step % u->steps_per_epoch;
+    if (epoch != f->perm_epoch) {
+        shuffle(u->perm, u->train.n, f->shuffle_seed, epoch);
+        f->perm_epoch = epoch;
+    }
+    return vr_source_views(&u->train, r, u->perm + in_epoch * r->batch + rank * n, n, f->views_seed,
+                           (int64_t)step * r->batch + rank * n, u->x_host);
+}
+
+/* Off the CPU: the host inputs of `step`, page-locked on first sight, on their way to device
+ * slot `slot` (copy_start; the copy overlaps what the compute stream does meanwhile). */
+static vr_status stage(run *u, feed *f, long step, int slot)
+{
+    const float *host[VR_MAX_BRANCHES];
+    VR_TRY(step_inputs(u, f, step, host));
+    vr_backend *be = u->be;
+    for (int b = 0; b < u->train.nbranches; b++) {
+        size_t count = u->train.step_floats[b] / u->comm->size;
+        int known = 0;
+        for (int i = 0; i < u->npinned; i++) known |= u->pinned[i] == host[b];
+        if (!known && u->npinned < (int)(sizeof u->pinned / sizeof u->pinned[0])) {
+            /* memory that cannot be pinned is copied more slowly, not wrongly: not an error */
+            if (be->pin(be, (void *)host[b], count * sizeof(float)) == VR_OK)
+                u->pinned[u->npinned++] = (void *)host[b];
+            vr_clear_error();
+        }
+        VR_TRY(be->copy_start(be, slot, u->x_dev[slot][b], host[b], count));
+    }
+    return VR_OK;
+}
+
+/* After the last step: the copies still in flight (a step ahead) end, then the host buffers
+ * are released. */
+static void unpin_all(run *u)
+{
+    vr_backend *be = u->be;
+    if (!be->copy_wait) return;
+    for (int slot = 0; slot < 2; slot++) be->copy_wait(be, slot);
+    for (int i = 0; i < u->npinned; i++) be->unpin(be, u->pinned[i]);
+    u->npinned = 0;
+}
+
+/* The inputs of `step` where the trainer reads them: the host buffers on the CPU; off it the
+ * device slot whose copy was started a step ahead (by stage), after which the next step's copy
+ * is started into the other slot, to run while this step computes. */
+static vr_status inputs_of(run *u, feed *f, long start, long step, const float **inputs)
+{
+    vr_backend *be = u->be;
+    if (be->device == VR_DEVICE_CPU) return step_inputs(u, f, step, inputs);
+    const int slot = (int)((step - start) & 1);
+    if (step == start) VR_TRY(stage(u, f, step, slot));
+    VR_TRY(be->copy_join(be, slot));
+    if (step + 1 < u->total_steps) {
+        VR_TRY(be->copy_wait(be, slot)); /* the host inputs of `step` may now go */
+        VR_TRY(stage(u, f, step + 1, slot ^ 1));
+    }
+    inputs[0] = u->x_dev[slot][0];
+    inputs[1] = u->x_dev[slot][1];
+    return VR_OK;
+}
+
 static int train_loop(run *u, long start, FILE *metrics)
 {
     const vr_recipe *r = &u->r;
     vr_status s = VR_OK;
     uint64_t views_seed = derive_seed(r->seed, SEED_VIEWS), shuffle_seed = derive_seed(r->seed, SEED_SHUFFLE);
-    int nb = u->train.nbranches;
-    long perm_epoch = -1, last_log = start;
+    long last_log = start;
     int tty = isatty(fileno(stderr));
     double t0 = vr_cli_now(), t_log = t0, t_progress = t0;
     vr_vicreg_terms tm = {0};
     float lr = 0;
-    const int rank = u->comm->rank, lead = rank == 0, n = u->n_local;
+    const int rank = u->comm->rank, lead = rank == 0;
+    feed f = {views_seed, shuffle_seed, -1};
     if (u->train.kind == VR_DATA_FOLDER &&
         vr_source_start_loader(&u->train, r, rank, u->comm->size, start, u->total_steps, shuffle_seed,
                                views_seed) != VR_OK)
         return vr_cli_fail(VR_EXIT_RUNTIME, "loader");
     for (long step = start; step < u->total_steps; step++) {
-        long epoch = step / u->steps_per_epoch, in_epoch = step % u->steps_per_epoch;
-        /* the step's inputs on the host: made here, or handed over by the folder's loader; this
-         * rank's pairs are [rank*n, (rank+1)*n) of the step's batch */
-        const float *host[VR_MAX_BRANCHES] = {u->x_host[0], u->x_host[1]};
-        if (u->train.loader) {
-            s = vr_source_loader_batch(&u->train, step, host);
-            if (lead) vr_cli_report_skipped(&u->train);
-        } else {
-            if (epoch != perm_epoch) {
-                shuffle(u->perm, u->train.n, shuffle_seed, epoch);
-                perm_epoch = epoch;
-            }
-            s = vr_source_views(&u->train, r, u->perm + in_epoch * r->batch + rank * n, n, views_seed,
-                                (int64_t)step * r->batch + rank * n, u->x_host);
-        }
-        const float *inputs[VR_MAX_BRANCHES] = {host[0], host[1]};
-        for (int b = 0; b < nb && s == VR_OK; b++)
-            if (u->be->device != VR_DEVICE_CPU) {
-                s = u->be->upload(u->be, u->x_dev[b], host[b], u->train.step_floats[b] / u->comm->size);
-                inputs[b] = u->x_dev[b];
-            }
-        if (s != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
+        long epoch = step / u->steps_per_epoch;
+        const float *inputs[VR_MAX_BRANCHES];
+        if (inputs_of(u, &f, start, step, inputs) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
         if (s == VR_ERR_COMM) return comm_failed(u, tty);
@@ -577,8 +643,9 @@ static int train(run *u, const train_args *a)
         /* a folder's loader has batch buffers of its own */
         if (r->kind != VR_DATA_FOLDER && !(u->x_host[b] = vr_alloc(bytes)))
             return fprintf(stderr, "vicreg: out of memory for the batch\n"), VR_EXIT_RUNTIME;
-        if (u->be->device == VR_DEVICE_CPU) u->x_dev[b] = u->x_host[b];
-        else if (u->be->alloc(u->be, bytes, &u->x_dev[b]) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
+        for (int k = 0; k < 2 && u->be->device != VR_DEVICE_CPU; k++)
+            if (u->be->alloc(u->be, bytes / u->comm->size, &u->x_dev[k][b]) != VR_OK)
+                return vr_cli_fail(VR_EXIT_RUNTIME, "batch");
     }
 
     /* rank 0 reads the checkpoint (or every rank initialises from the seed), rank 0 alone owns
@@ -623,6 +690,7 @@ static int train(run *u, const train_args *a)
     sigaction(SIGTERM, &sa, NULL);
     rc = train_loop(u, start, metrics);
     if (metrics) fclose(metrics);
+    unpin_all(u);
     if (u->train.kind == VR_DATA_FOLDER) {
         vr_source_stop_loader(&u->train);
         if (lead) vr_cli_report_skipped(&u->train);

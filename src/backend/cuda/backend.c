@@ -129,6 +129,7 @@ static void cuda_destroy(vr_backend *be)
     vr_cuda_ctx *c = be->ctx;
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
+        vr_cuda_copy_close(c);
         vr_cuda_conv_plans_free(c);
         if (c->scratch) cudaFree(c->scratch);
         if (c->pinned) cudaFreeHost(c->pinned);
@@ -191,6 +192,7 @@ static vr_status open_ctx(vr_cuda_ctx *c, const char *name)
         return vr_fail(VR_ERR_DEVICE, "cuda", "%s: cudnnCreate: %s", name, cudnnGetErrorString(ds));
     }
     VR_CUDNN_TRY(cudnnSetStream(c->dnn, c->stream));
+    VR_TRY(vr_cuda_copy_open(c));
     void *pinned = NULL;
     VR_CUDA_TRY(cudaMallocHost(&pinned, VR_CUDA_PINNED * sizeof(double)));
     c->pinned = pinned;
@@ -227,6 +229,11 @@ vr_status vr_cuda_backend_create(const char *name, vr_backend **out)
         .upload = cuda_upload,
         .download = cuda_download,
         .sync = cuda_sync,
+        .pin = vr_cuda_pin,
+        .unpin = vr_cuda_unpin,
+        .copy_start = vr_cuda_copy_start,
+        .copy_join = vr_cuda_copy_join,
+        .copy_wait = vr_cuda_copy_wait,
         .conv_forward = vr_cuda_conv_forward,
         .conv_backward_data = vr_cuda_conv_backward_data,
         .conv_backward_weight = vr_cuda_conv_backward_weight,

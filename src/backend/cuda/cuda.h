@@ -46,6 +46,9 @@ typedef struct vr_cuda_ctx {
     void *scratch;             /* device, grows on demand, reused by every kernel */
     size_t scratch_bytes;
     double *pinned;            /* host, VR_CUDA_PINNED doubles: results read back */
+    cudaStream_t copy_stream;  /* input copies (copy.c), beside the compute stream */
+    cudaEvent_t queued;        /* the compute stream's work up to a copy's start */
+    cudaEvent_t copied[2];     /* the end of copy slot 0 and 1 */
     double *sync_host;         /* host, SyncBN statistics on their way between the ranks */
     size_t sync_host_count;
     vr_cuda_conv **convs;      /* plans by window, found on first use */
@@ -54,6 +57,17 @@ typedef struct vr_cuda_ctx {
 
 /* Doubles in the pinned result buffer. */
 #define VR_CUDA_PINNED 16
+
+/* copy.c: the copy stream and its events (created with the context, destroyed with it) and
+ * the backend's pin, unpin, copy_start, copy_join, copy_wait */
+vr_status vr_cuda_copy_open(vr_cuda_ctx *c);
+void vr_cuda_copy_close(vr_cuda_ctx *c);
+vr_status vr_cuda_pin(vr_backend *be, void *host, size_t bytes);
+void vr_cuda_unpin(vr_backend *be, void *host);
+vr_status vr_cuda_copy_start(vr_backend *be, int slot, float *dst, const float *host_src,
+                             size_t count);
+vr_status vr_cuda_copy_join(vr_backend *be, int slot);
+vr_status vr_cuda_copy_wait(vr_backend *be, int slot);
 
 /* backend.c: the registry's entry for "cuda", "cuda-tf32" and "cuda-bf16" */
 vr_status vr_cuda_backend_create(const char *name, vr_backend **out);
