@@ -265,10 +265,10 @@ static vr_status bn_forward_sync(vr_backend *be, const vr_bn_sync *sync, int n, 
     const int nt = vr_cpu_threads(be), ranks = sync->ranks;
     const size_t cs = (size_t)c * s;
     float *scratch;
-    /* st (C,2) | all (ranks,C,2) | alpha, shift (C,2) as floats */
+    /* st (C,2) | all (ranks,C,2) | alpha (C) | shift (C) as floats */
     VR_TRY(vr_cpu_scratch(be, ((size_t)ranks + 2) * 2 * c * sizeof(double), &scratch));
     double *st = (double *)scratch, *all = st + 2 * (size_t)c;
-    float *coef = (float *)(all + 2 * (size_t)ranks * c);
+    float *alpha = (float *)(all + 2 * (size_t)ranks * c), *shift = alpha + c;
     if (s == 1) {
         const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -290,20 +290,15 @@ static vr_status bn_forward_sync(vr_backend *be, const vr_bn_sync *sync, int n, 
     for (int ch = 0; ch < c; ch++) {
         double mu, m2;
         bn_merge_ranks(all, ranks, c, ch, (double)n * s, &mu, &m2);
-        bn_finish(p, ch, mu, m2, &coef[2 * ch], &coef[2 * ch + 1]);
+        bn_finish(p, ch, mu, m2, &alpha[ch], &shift[ch]);
     }
     if (s == 1) {
         const int tw = bn_tile_width(c, nt), tiles = (c + tw - 1) / tw;
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int t = 0; t < tiles; t++) {
             const int c0 = t * tw, w = c - c0 < tw ? c - c0 : tw;
-            float alpha[BN_TILE], shift[BN_TILE];
-            for (int j = 0; j < w; j++) {
-                alpha[j] = coef[2 * (c0 + j)];
-                shift[j] = coef[2 * (c0 + j) + 1];
-            }
             bn_apply_tile_rows(y + c0, x + c0, residual ? residual + c0 : NULL, (size_t)n, cs, w,
-                               p->mean + c0, alpha, shift, relu);
+                               p->mean + c0, alpha + c0, shift + c0, relu);
         }
         return VR_OK;
     }
@@ -312,7 +307,7 @@ static vr_status bn_forward_sync(vr_backend *be, const vr_bn_sync *sync, int n, 
         for (size_t i = 0; i < (size_t)n; i++) {
             size_t o = i * cs + (size_t)ch * s;
             bn_apply_row(y + o, x + o, residual ? residual + o : NULL, (size_t)s, p->mean[ch],
-                         coef[2 * ch], coef[2 * ch + 1], relu);
+                         alpha[ch], shift[ch], relu);
         }
     return VR_OK;
 }
