@@ -42,6 +42,16 @@ struct vr_comm {
     vr_status (*dev_allgather)(vr_comm *c, vr_backend *be, const float *send, size_t count,
                                float *recv);
     vr_status (*dev_broadcast)(vr_comm *c, vr_backend *be, float *buf, size_t count, int root);
+    /* -- sums that run while other work goes on (NULL where the comm has none) ------------
+     * sum_start queues the in-place sum over the ranks of buf (count floats: host memory for
+     * "mpi", device memory of be for "nccl") after the work queued on be so far, and returns;
+     * sum_progress lets pending sums advance (MPI moves them only inside its calls);
+     * sum_finish waits, within the timeout, for every sum started since the last finish, after
+     * which buf may be read and written again. Every rank starts the same sums in the same
+     * order. */
+    vr_status (*sum_start)(vr_comm *c, vr_backend *be, float *buf, size_t count);
+    vr_status (*sum_progress)(vr_comm *c);
+    vr_status (*sum_finish)(vr_comm *c, vr_backend *be);
     /* ends every process of the run with exit status code (does not return for MPI) */
     void (*abort)(vr_comm *c, int code);
     void (*destroy)(vr_comm *c);
@@ -72,6 +82,14 @@ vr_status vr_comm_allreduce_dev(vr_comm *c, vr_backend *be, float *buf, size_t c
 vr_status vr_comm_allgather_dev(vr_comm *c, vr_backend *be, const float *send, size_t count,
                                 float *recv);
 vr_status vr_comm_broadcast_dev(vr_comm *c, vr_backend *be, float *buf, size_t count, int root);
+
+/* Sums of device floats of be that overlap the work queued after them: the table's sum_start,
+ * sum_progress and sum_finish where the comm has them for be's memory; elsewhere (a device
+ * backend under MPI, staged through the host) start sums at once, as vr_comm_allreduce_dev,
+ * and progress and finish have nothing left to do. */
+vr_status vr_comm_sum_start(vr_comm *c, vr_backend *be, float *buf, size_t count);
+vr_status vr_comm_sum_progress(vr_comm *c, vr_backend *be);
+vr_status vr_comm_sum_finish(vr_comm *c, vr_backend *be);
 
 /* Bytes of one element of t. */
 size_t vr_comm_type_size(vr_comm_type t);

@@ -5,7 +5,10 @@
  * after the comm's timeout instead of a wait without end. The poll spins for a moment (a
  * collective between busy ranks completes in microseconds) and then sleeps between tests so a
  * waiting rank leaves its core to the others. Large reductions go in pieces of at most
- * VR_MPI_PIECE elements: the counts stay within MPI's int, and the deadline applies per piece. */
+ * VR_MPI_PIECE elements: the counts stay within MPI's int, and the deadline applies per piece.
+ *
+ * Sums that overlap other work (sum_start) are MPI_Iallreduce requests kept until sum_finish;
+ * sum_progress tests them all, which is where MPI moves them along. */
 #include "vr_config.h"
 
 #if VR_HAVE_MPI
@@ -23,6 +26,12 @@
 /* the polling: spin this long, then sleep this long between tests */
 #define SPIN_SECONDS 0.002
 #define SLEEP_NS 50000L
+
+/* the requests of the sums started and not yet finished */
+typedef struct mpi_ctx {
+    MPI_Request *pending;
+    int npending, cap;
+} mpi_ctx;
 
 static MPI_Datatype mpi_type(vr_comm_type t)
 {
@@ -116,6 +125,47 @@ static vr_status mpi_barrier(vr_comm *c)
     return comm_wait(c, &q, "a barrier");
 }
 
+static vr_status mpi_sum_start(vr_comm *c, vr_backend *be, float *buf, size_t count)
+{
+    (void)be;
+    mpi_ctx *x = c->ctx;
+    for (size_t o = 0; o < count; o += VR_MPI_PIECE) {
+        int n = (int)(count - o < VR_MPI_PIECE ? count - o : VR_MPI_PIECE);
+        if (x->npending == x->cap) {
+            int cap = x->cap ? 2 * x->cap : 64;
+            MPI_Request *grown = realloc(x->pending, (size_t)cap * sizeof *grown);
+            if (!grown) return vr_fail(VR_ERR_NOMEM, "comm", "cannot keep %d pending sums", cap);
+            x->pending = grown;
+            x->cap = cap;
+        }
+        int err = MPI_Iallreduce(MPI_IN_PLACE, buf + o, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                 &x->pending[x->npending]);
+        if (err != MPI_SUCCESS) return mpi_error(c, "all-reduce", err);
+        x->npending++;
+    }
+    return VR_OK;
+}
+
+static vr_status mpi_sum_progress(vr_comm *c)
+{
+    mpi_ctx *x = c->ctx;
+    if (!x->npending) return VR_OK;
+    int done = 0;
+    int err = MPI_Testall(x->npending, x->pending, &done, MPI_STATUSES_IGNORE);
+    if (err != MPI_SUCCESS) return mpi_error(c, "all-reduce", err);
+    if (done) x->npending = 0;
+    return VR_OK;
+}
+
+static vr_status mpi_sum_finish(vr_comm *c, vr_backend *be)
+{
+    (void)be;
+    mpi_ctx *x = c->ctx;
+    for (int i = 0; i < x->npending; i++) VR_TRY(comm_wait(c, &x->pending[i], "an all-reduce"));
+    x->npending = 0;
+    return VR_OK;
+}
+
 static void mpi_abort(vr_comm *c, int code)
 {
     (void)c;
@@ -128,6 +178,9 @@ static void mpi_destroy(vr_comm *c)
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
+    mpi_ctx *x = c->ctx;
+    free(x->pending);
+    free(x);
     free(c);
 }
 
@@ -144,7 +197,13 @@ vr_status vr_comm_mpi_create(vr_comm **out)
     /* errors come back as codes, to be reported with the rank, not as an abort inside MPI */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     vr_comm *c = calloc(1, sizeof *c);
-    if (!c) return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
+    mpi_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
+    }
+    c->ctx = x;
     c->name = "mpi";
     MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c->size);
@@ -152,6 +211,9 @@ vr_status vr_comm_mpi_create(vr_comm **out)
     c->allgather = mpi_allgather;
     c->broadcast = mpi_broadcast;
     c->barrier = mpi_barrier;
+    c->sum_start = mpi_sum_start;
+    c->sum_progress = mpi_sum_progress;
+    c->sum_finish = mpi_sum_finish;
     c->abort = mpi_abort;
     c->destroy = mpi_destroy;
     *out = c;

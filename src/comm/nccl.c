@@ -6,7 +6,11 @@
  * asynchronous error and the stream) against the comm's deadline, and a rank that died or
  * hangs makes the wait end in ncclCommAbort and VR_ERR_COMM, as with MPI. Waiting for each
  * collective serialises it with the host, which the training step does anyway after its
- * gradient all-reduce. */
+ * gradient all-reduce.
+ *
+ * The sums that overlap the backward (sum_start) run on a side stream of their own: each waits
+ * on the GPU for the compute stream's work queued before it (an event), so NCCL's kernels run
+ * beside the rest of the backward; sum_finish waits for the side stream within the timeout. */
 #include "vr_config.h"
 
 #include "vicreg/comm.h"
@@ -23,7 +27,9 @@
 typedef struct nccl_ctx {
     vr_comm *host;   /* the MPI comm */
     ncclComm_t comm;
-    cudaStream_t stream;
+    cudaStream_t stream;  /* the backend's compute stream */
+    cudaStream_t side;    /* the overlapping sums */
+    cudaEvent_t queued;   /* the compute stream's work up to a sum's start */
 } nccl_ctx;
 
 static nccl_ctx *ctx_of(vr_comm *c) { return (nccl_ctx *)c->ctx; }
@@ -35,8 +41,9 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Waits for the communicator's pending call and then for the stream, within the timeout. */
-static vr_status nccl_wait(vr_comm *c, const char *what, int stream_too)
+/* Waits for the communicator's pending call and then, unless NULL, for *stream, within the
+ * timeout. */
+static vr_status nccl_wait(vr_comm *c, const char *what, const cudaStream_t *stream)
 {
     nccl_ctx *x = ctx_of(c);
     double t0 = now();
@@ -50,8 +57,8 @@ static vr_status nccl_wait(vr_comm *c, const char *what, int stream_too)
                            c->size, what, ncclGetErrorString(r));
         }
         if (r == ncclSuccess) {
-            if (!stream_too) return VR_OK;
-            cudaError_t e = cudaStreamQuery(x->stream);
+            if (!stream) return VR_OK;
+            cudaError_t e = cudaStreamQuery(*stream);
             if (e == cudaSuccess) return VR_OK;
             if (e != cudaErrorNotReady) return vr_cuda_check(e, what);
         }
@@ -72,12 +79,13 @@ static vr_status nccl_wait(vr_comm *c, const char *what, int stream_too)
     }
 }
 
-static vr_status nccl_called(vr_comm *c, ncclResult_t r, const char *what)
+static vr_status nccl_called(vr_comm *c, ncclResult_t r, const char *what,
+                             const cudaStream_t *stream)
 {
     if (r != ncclSuccess && r != ncclInProgress)
         return vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: nccl %s: %s", c->rank, c->size, what,
                        ncclGetErrorString(r));
-    return nccl_wait(c, what, 1);
+    return nccl_wait(c, what, stream);
 }
 
 static vr_status usable(vr_comm *c)
@@ -93,7 +101,7 @@ static vr_status nccl_dev_allreduce(vr_comm *c, vr_backend *be, float *buf, size
     VR_TRY(usable(c));
     nccl_ctx *x = ctx_of(c);
     return nccl_called(c, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, x->comm, x->stream),
-                       "all-reduce");
+                       "all-reduce", &x->stream);
 }
 
 static vr_status nccl_dev_allgather(vr_comm *c, vr_backend *be, const float *send, size_t count,
@@ -103,7 +111,7 @@ static vr_status nccl_dev_allgather(vr_comm *c, vr_backend *be, const float *sen
     VR_TRY(usable(c));
     nccl_ctx *x = ctx_of(c);
     return nccl_called(c, ncclAllGather(send, recv, count, ncclFloat, x->comm, x->stream),
-                       "all-gather");
+                       "all-gather", &x->stream);
 }
 
 static vr_status nccl_dev_broadcast(vr_comm *c, vr_backend *be, float *buf, size_t count,
@@ -113,7 +121,26 @@ static vr_status nccl_dev_broadcast(vr_comm *c, vr_backend *be, float *buf, size
     VR_TRY(usable(c));
     nccl_ctx *x = ctx_of(c);
     return nccl_called(c, ncclBroadcast(buf, buf, count, ncclFloat, root, x->comm, x->stream),
-                       "broadcast");
+                       "broadcast", &x->stream);
+}
+
+static vr_status nccl_sum_start(vr_comm *c, vr_backend *be, float *buf, size_t count)
+{
+    (void)be;
+    VR_TRY(usable(c));
+    nccl_ctx *x = ctx_of(c);
+    VR_CUDA_TRY(cudaEventRecord(x->queued, x->stream));
+    VR_CUDA_TRY(cudaStreamWaitEvent(x->side, x->queued, 0));
+    /* waits for the call to be queued, not for the sum */
+    return nccl_called(c, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, x->comm, x->side),
+                       "all-reduce", NULL);
+}
+
+static vr_status nccl_sum_finish(vr_comm *c, vr_backend *be)
+{
+    (void)be;
+    VR_TRY(usable(c));
+    return nccl_wait(c, "all-reduce", &ctx_of(c)->side);
 }
 
 /* the host collectives are the MPI comm's, under this comm's timeout and interrupt */
@@ -169,6 +196,8 @@ static void nccl_destroy(vr_comm *c)
         if (r == ncclSuccess) ncclCommDestroy(x->comm);
         else ncclCommAbort(x->comm);
     }
+    if (x->queued) cudaEventDestroy(x->queued);
+    if (x->side) cudaStreamDestroy(x->side);
     vr_comm_destroy(x->host);
     free(x);
     free(c);
@@ -200,6 +229,15 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
     c->rank = x->host->rank;
     c->size = x->host->size;
     x->stream = vr_cuda(be)->stream;
+    s = vr_cuda_check(cudaStreamCreateWithFlags(&x->side, cudaStreamNonBlocking),
+                      "cudaStreamCreateWithFlags");
+    if (s == VR_OK)
+        s = vr_cuda_check(cudaEventCreateWithFlags(&x->queued, cudaEventDisableTiming),
+                          "cudaEventCreateWithFlags");
+    if (s != VR_OK) {
+        nccl_destroy(c);
+        return s;
+    }
     ncclUniqueId id;
     if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
     s = vr_comm_broadcast(x->host, &id, sizeof id, VR_COMM_U8, 0);
@@ -212,7 +250,7 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
             s = vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: ncclCommInitRank: %s", c->rank,
                         c->size, ncclGetErrorString(r));
         } else {
-            s = nccl_wait(c, "communicator setup", 0);
+            s = nccl_wait(c, "communicator setup", NULL);
         }
     }
     if (s != VR_OK) {
@@ -226,6 +264,8 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
     c->dev_allreduce = nccl_dev_allreduce;
     c->dev_allgather = nccl_dev_allgather;
     c->dev_broadcast = nccl_dev_broadcast;
+    c->sum_start = nccl_sum_start;
+    c->sum_finish = nccl_sum_finish;
     c->abort = nccl_abort;
     *out = c;
     return VR_OK;
