@@ -4,7 +4,7 @@
  * a small ResNet-18 + expander (the image setup: one branch for both views) and two small
  * non-shared 1-D and 2-D branches (the audio setup), 3 LARS steps, with the loss gathered over
  * the ranks and SyncBN, compared with the single-process trainer that each rank also runs on the
- * whole batch. Losses
+ * whole batch, the gradients summed in small buckets started during the backward. Losses
  * and every parameter and buffer agree within |d| <= 1e-4 * (|ref| + rms(tensor)) (the
  * statistics and sums are taken in another order); without the gather or without SyncBN the
  * run is measurably different. The collectives themselves are checked against known sums, and
@@ -145,10 +145,12 @@ static void reference(run *ref, int audio)
     run_steps(ref, 0, B);
 }
 
-static void distributed(run *r, int audio, int gather, int sync_bn)
+/* bucket: floats per bucket of the gradient sum; 0: the trainer's own */
+static void distributed(run *r, int audio, int gather, int sync_bn, size_t bucket)
 {
     run_open(r, B / comm->size, audio);
     TU_OK(vr_trainer_distribute(&r->t, comm, gather, sync_bn));
+    if (bucket) r->t.bucket = bucket;
     TU_OK(vr_trainer_broadcast(&r->t));
     run_steps(r, comm->rank, B / comm->size);
 }
@@ -158,7 +160,12 @@ static void equals_one_process(int audio)
     CU_ASSERT_EQUAL_FATAL(comm->size, 2);
     run ref, r;
     reference(&ref, audio);
-    distributed(&r, audio, 1, 1);
+    /* buckets of 1000 floats, cut through tensors: most of them start during the backward */
+    distributed(&r, audio, 1, 1, 1000);
+    fprintf(stderr, "\n  rank %d: %d gradient buckets, %d started during the backward\n",
+            comm->rank, r.t.buckets, r.t.buckets_overlapped);
+    CU_ASSERT(r.t.buckets_overlapped > r.t.buckets / 2);
+    CU_ASSERT(r.t.buckets_overlapped < r.t.buckets);
     for (int s = 0; s < STEPS; s++) {
         const double got[4] = {r.terms[s].loss, r.terms[s].invariance, r.terms[s].variance,
                                r.terms[s].covariance};
@@ -200,14 +207,14 @@ static void test_gather_and_syncbn_matter(void)
 {
     run ref, r;
     reference(&ref, 0);
-    distributed(&r, 0, 0, 1);
+    distributed(&r, 0, 0, 1, 0);
     double d = rel(r.terms[0].loss, ref.terms[0].loss);
     fprintf(stderr, "\n  rank %d: loss of step 1 without the gather %.6f, with %.6f (relative "
             "difference %.3g)\n", comm->rank, r.terms[0].loss, ref.terms[0].loss, d);
     CU_ASSERT(d > 1e-3);
     CU_ASSERT(isfinite(r.terms[0].loss));
     run_close(&r);
-    distributed(&r, 0, 1, 0);
+    distributed(&r, 0, 1, 0, 0);
     double p = max_param_diff(&r, &ref);
     fprintf(stderr, "  rank %d: without SyncBN the parameters after %d steps differ by %.3g "
             "(relative)\n", comm->rank, STEPS, p);

@@ -28,7 +28,19 @@ typedef struct vr_ctx {
     int groups;       /* BatchNorm statistic groups (n divisible by groups) */
     int train;        /* batch statistics and running-stat updates when non-zero */
     const vr_bn_sync *sync; /* SyncBN over the ranks of a data-parallel run; NULL: local */
+    /* Called by a backward pass as soon as the parameter gradients of its branch at offsets
+     * >= from are final (a branch declares its parameters in forward order, so its backward
+     * finishes them from the last to the first): a data-parallel step starts their sum over
+     * the ranks while the backward goes on. NULL: nobody is waiting. */
+    vr_status (*grads_ready)(void *ctx, size_t from);
+    void *grads_ctx;
 } vr_ctx;
+
+/* Tells c's grads_ready, if any, that the gradients at offsets >= from are final. */
+static inline vr_status vr_ctx_grads_ready(const vr_ctx *c, size_t from)
+{
+    return c->grads_ready ? c->grads_ready(c->grads_ctx, from) : VR_OK;
+}
 
 /* A convolution without bias followed by BatchNorm (the only conv form in a ResNet). */
 typedef struct vr_convbn {

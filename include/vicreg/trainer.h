@@ -25,8 +25,14 @@ typedef struct vr_trainer {
     int sync_bn;      /* batch norm statistics over the global batch */
     vr_bn_sync bn_sync;
     float *zg, *dzg;  /* device (2, ranks*N, D): gathered embeddings of both views, gradients */
-    size_t bucket;    /* floats per piece of the gradient all-reduce */
-    double comm_seconds; /* wall time of the last step's gradient all-reduce */
+    /* the gradient sum over the ranks, in buckets started during the backward */
+    size_t bucket;    /* floats per bucket (25 MB; any size > 0 gives the same sums) */
+    size_t lo[VR_MAX_BRANCHES], hi[VR_MAX_BRANCHES]; /* each branch's parameter offsets */
+    size_t next[VR_MAX_BRANCHES]; /* the end of the branch's next bucket; lo: all started */
+    int current;      /* the branch in its backward */
+    int buckets, buckets_overlapped; /* last step: its buckets; those started while the
+                                         backward still ran */
+    double comm_seconds; /* last step: wall time waiting for the sums after the backward */
 } vr_trainer;
 
 /* Plans the model for n pairs of inputs (h, w) per branch (index 0 only when shared) and
@@ -43,8 +49,11 @@ vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vic
  *    ranks of the gather's backward, divided by the ranks as the gradient average does);
  *    without it each rank's loss is over its own batch and the gradients are averaged;
  *  - sync_bn: batch norm normalises with the statistics of the global batch (SyncBN);
- *  - the parameter gradients are summed over the ranks in buckets before the update, so every
- *    rank takes the same step: the one a single process with the global batch would take.
+ *  - the parameter gradients are summed over the ranks in buckets of `bucket` floats, each
+ *    started as soon as the backward has finished it (the last parameters first) so that the
+ *    sums run beside the rest of the backward where the comm can (MPI on the CPU backend's
+ *    host memory, NCCL on a side stream), and waited for before the update, so every rank
+ *    takes the same step: the one a single process with the global batch would take.
  * Loss terms reported on every rank are those of the global batch (the mean of the ranks'
  * without the gather). comm must outlive the trainer. */
 vr_status vr_trainer_distribute(vr_trainer *t, vr_comm *comm, int gather, int sync_bn);

@@ -141,6 +141,7 @@ vr_status vr_expander_backward(vr_expander *e, const vr_ctx *c, const float *x, 
         float *dxi = i > 0 ? A : dx;
         VR_TRY(be->linear_backward(be, c->n, in, out, lin_dy, xin, c->p + e->layer[i].w, dxi,
                                    c->g + e->layer[i].w, last ? NULL : c->g + e->layer[i].b));
+        VR_TRY(vr_ctx_grads_ready(c, e->layer[i].w)); /* the layer's first parameter */
         dy = A;
     }
     return VR_OK;

@@ -212,6 +212,7 @@ vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, cons
         } else {
             VR_TRY(be->accumulate(be, (size_t)c->n * b->conv[0].cin * b->conv[0].h_in * b->conv[0].w_in, C, A));
         }
+        VR_TRY(vr_ctx_grads_ready(c, b->conv[0].w)); /* the block's first parameter */
     }
     const float *dstem = A;
     if (r->cfg.pool_kernel > 0) {
@@ -221,7 +222,8 @@ vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, cons
         dstem = B;
     }
     /* the stem's conv-output gradient goes to whichever buffer dstem is not */
-    return vr_convbn_backward(&r->stem, c, rank, x, dstem, 1, dstem == A ? B : A, NULL, dx);
+    VR_TRY(vr_convbn_backward(&r->stem, c, rank, x, dstem, 1, dstem == A ? B : A, NULL, dx));
+    return vr_ctx_grads_ready(c, r->stem.w);
 }
 
 static void init_convbn(const vr_convbn *l, int rank, float *p, float *buf, vr_rng *rng,

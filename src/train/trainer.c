@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-/* the gradient all-reduce's pieces: 25 MB, as PyTorch's DDP buckets */
+/* the gradient sum's buckets: 25 MB, as PyTorch's DDP's */
 #define VR_BUCKET_FLOATS ((size_t)25 << 18)
 
 static int embed_dim(const vr_branch *b)
@@ -67,6 +67,11 @@ vr_status vr_trainer_distribute(vr_trainer *t, vr_comm *comm, int gather, int sy
     t->bn_sync = (vr_bn_sync){.ctx = comm, .ranks = comm->size, .gather = sync_gather,
                               .reduce = sync_reduce};
     t->bucket = VR_BUCKET_FLOATS;
+    vr_model *m = t->model;
+    for (int b = 0; b < m->nbranches; b++) {
+        t->lo[b] = m->branch[b].enc.stem.w; /* a branch's first parameter */
+        t->hi[b] = b + 1 < m->nbranches ? m->branch[b + 1].enc.stem.w : m->params.total;
+    }
     if (gather && comm->size > 1) {
         size_t all = (size_t)2 * comm->size * t->n * embed_dim(&t->model->branch[0]);
         VR_TRY(be->alloc(be, all * sizeof(float), &t->zg));
@@ -186,15 +191,52 @@ static vr_status loss(vr_trainer *t, const float *z1, const float *z2, float *dz
     return VR_OK;
 }
 
-/* The parameter gradients summed over the ranks, a bucket at a time. */
-static vr_status allreduce_grads(vr_trainer *t)
+/* Starts the sums of branch b's buckets that lie wholly at offsets >= from, the last bucket
+ * first; `during` counts them as started while the backward still runs. */
+static vr_status start_buckets(vr_trainer *t, int b, size_t from, int during)
 {
     vr_model *m = t->model;
-    double t0 = seconds();
-    for (size_t o = 0; o < m->params.total; o += t->bucket) {
-        size_t len = m->params.total - o < t->bucket ? m->params.total - o : t->bucket;
-        VR_TRY(vr_comm_allreduce_dev(t->comm, m->be, m->g + o, len));
+    while (t->next[b] > t->lo[b]) {
+        size_t end = t->next[b];
+        size_t start = end - t->lo[b] > t->bucket ? end - t->bucket : t->lo[b];
+        if (start < from) break;
+        VR_TRY(vr_comm_sum_start(t->comm, m->be, m->g + start, end - start));
+        t->next[b] = start;
+        t->buckets++;
+        t->buckets_overlapped += during;
     }
+    return vr_comm_sum_progress(t->comm, m->be);
+}
+
+/* vr_ctx's grads_ready during a data-parallel backward of branch t->current */
+static vr_status grads_ready(void *ctx, size_t from)
+{
+    vr_trainer *t = ctx;
+    int b = t->current, last = b == t->model->nbranches - 1 && from <= t->lo[b];
+    return start_buckets(t, b, from, !last);
+}
+
+/* The backward's context for branch b: n rows in groups, SyncBN and the bucketed gradient sum
+ * of a data-parallel run. */
+static vr_ctx backward_ctx(vr_trainer *t, int b, int n, int groups, const vr_bn_sync *sync)
+{
+    vr_ctx c = vr_model_ctx(t->model, n, groups, 1);
+    c.sync = sync;
+    if (t->comm && t->comm->size > 1) {
+        t->current = b;
+        c.grads_ready = grads_ready;
+        c.grads_ctx = t;
+    }
+    return c;
+}
+
+/* After the backward: the buckets not yet started (none where every module reported), then
+ * the wait for all of them. */
+static vr_status finish_sums(vr_trainer *t)
+{
+    for (int b = 0; b < t->model->nbranches; b++) VR_TRY(start_buckets(t, b, t->lo[b], 0));
+    double t0 = seconds();
+    VR_TRY(vr_comm_sum_finish(t->comm, t->model->be));
     t->comm_seconds = seconds() - t0;
     return VR_OK;
 }
@@ -226,18 +268,21 @@ vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vic
                        "step %ld: the %s term is not finite (invariance %g, variance %g, "
                        "covariance %g); parameters left as they were before the step",
                        t->step + 1, bad, terms->invariance, terms->variance, terms->covariance);
+    const int parallel = t->comm && t->comm->size > 1;
+    if (parallel) {
+        for (int b = 0; b < m->nbranches; b++) t->next[b] = t->hi[b];
+        t->buckets = t->buckets_overlapped = 0;
+    }
     if (t->shared) {
-        vr_ctx c = vr_model_ctx(m, 2 * n, 2, 1);
-        c.sync = sync;
+        vr_ctx c = backward_ctx(t, 0, 2 * n, 2, sync);
         VR_TRY(branch_backward(&m->branch[0], &c, x[0], t->dz, t->drepr[0]));
     } else {
         for (int b = 0; b < 2; b++) {
-            vr_ctx c = vr_model_ctx(m, n, 1, 1);
-            c.sync = sync;
+            vr_ctx c = backward_ctx(t, b, n, 1, sync);
             VR_TRY(branch_backward(&m->branch[b], &c, x[b], b ? dz2 : dz1, t->drepr[b]));
         }
     }
-    if (t->comm && t->comm->size > 1) VR_TRY(allreduce_grads(t));
+    if (parallel) VR_TRY(finish_sums(t));
     VR_TRY(vr_optim_step(&t->optim, m->p, m->g, lr));
     t->step++;
     return VR_OK;
