@@ -8,6 +8,7 @@
  * count, same build). */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,9 +241,10 @@ static void print_plan(const run *u, const char *what, FILE *out)
             u->steps_per_epoch, r->batch, src->n - (int)(u->steps_per_epoch * r->batch), u->total_steps, r->epochs);
     if (u->comm && u->comm->size > 1)
         fprintf(out, "data-parallel:   %d ranks (%s), %d pairs each; loss over the global batch: %s; "
-                     "SyncBN: %s; a rank that stops answering ends the run after %g s\n",
+                     "SyncBN: %s; gradient buckets of %g MB; a rank that stops answering ends "
+                     "the run after %g s\n",
                 u->comm->size, u->comm->name, u->n_local, r->gather ? "yes" : "no",
-                r->sync_bn ? "yes" : "no", (double)r->comm_timeout_s);
+                r->sync_bn ? "yes" : "no", (double)r->bucket_mb, (double)r->comm_timeout_s);
     fprintf(out, "learning rate:   %s, base %g%s = %g, warm-up %ld steps, cosine to %g\n",
             vr_optim_kind_name(r->optim.kind), (double)r->base_lr, r->scale_lr ? " x batch/256" : "",
             (double)u->sched.base, u->sched.warmup_steps, (double)(u->sched.base * r->final_lr_ratio));
@@ -635,6 +637,7 @@ static int train(run *u, const train_args *a)
     if (build(u) != VR_OK || plan_steps(u, u->train.n) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "model");
     if (vr_trainer_distribute(&u->t, u->comm, r->gather, r->sync_bn) != VR_OK)
         return vr_cli_fail(VR_EXIT_RUNTIME, "data-parallel");
+    u->t.bucket = (size_t)ceil(r->bucket_mb * 1048576.0 / sizeof(float));
     /* a folder's loader keeps the data order itself */
     if (r->kind != VR_DATA_FOLDER && !(u->perm = vr_alloc((size_t)u->train.n * sizeof(int))))
         return fprintf(stderr, "vicreg: out of memory for the data order\n"), VR_EXIT_RUNTIME;

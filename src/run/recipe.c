@@ -187,6 +187,9 @@ static const key_def keys[] = {
     NUM("dist", "sync_bn", K_BOOL, sync_bn, 0, 1, "batch norm statistics over the global batch"),
     NUM("dist", "timeout_s", K_FLOAT, comm_timeout_s, 0, 1e7,
         "longest wait for the other ranks (data loading, a checkpoint); 0: none"),
+    NUM("dist", "bucket_mb", K_FLOAT, bucket_mb, 0.001, 1e6,
+        "gradients summed over the ranks in buckets of this many MB, each started during the "
+        "backward as soon as it is final"),
 
     NUM("eval", "k", K_INT, eval_k, 1, 10000, "neighbours"),
     NUM("eval", "temperature", K_FLOAT, eval_temperature, 1e-6, 1e6, "vote weight exp(sim / T)"),
@@ -271,6 +274,7 @@ static void defaults(vr_recipe *r)
     r->gather = 1;
     r->sync_bn = 1;
     r->comm_timeout_s = 300.0f;
+    r->bucket_mb = 25.0f;
     r->eval_k = 20;
     r->eval_temperature = 0.07f;
     r->eval_batch = 256;

@@ -85,6 +85,7 @@ typedef struct vr_recipe {
     char comm[16];               /* auto, single, mpi, nccl */
     int gather, sync_bn;
     float comm_timeout_s;        /* 0: wait without limit */
+    float bucket_mb;             /* gradient sum buckets, MB of float32 */
     /* [eval] */
     int eval_k;
     float eval_temperature;
