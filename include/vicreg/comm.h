@@ -83,10 +83,13 @@ vr_status vr_comm_allgather_dev(vr_comm *c, vr_backend *be, const float *send, s
                                 float *recv);
 vr_status vr_comm_broadcast_dev(vr_comm *c, vr_backend *be, float *buf, size_t count, int root);
 
+/* Whether c's sums can overlap work on be: the comm has them for be's memory (NCCL: a CUDA
+ * backend's; MPI: a CPU backend's host memory) and more than one rank. */
+int vr_comm_sum_overlaps(const vr_comm *c, const vr_backend *be);
 /* Sums of device floats of be that overlap the work queued after them: the table's sum_start,
- * sum_progress and sum_finish where the comm has them for be's memory; elsewhere (a device
- * backend under MPI, staged through the host) start sums at once, as vr_comm_allreduce_dev,
- * and progress and finish have nothing left to do. */
+ * sum_progress and sum_finish where they overlap; elsewhere (a device backend under MPI, staged
+ * through the host) start sums at once, as vr_comm_allreduce_dev, and progress and finish have
+ * nothing left to do. */
 vr_status vr_comm_sum_start(vr_comm *c, vr_backend *be, float *buf, size_t count);
 vr_status vr_comm_sum_progress(vr_comm *c, vr_backend *be);
 vr_status vr_comm_sum_finish(vr_comm *c, vr_backend *be);

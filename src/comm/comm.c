@@ -166,28 +166,27 @@ vr_status vr_comm_broadcast_dev(vr_comm *c, vr_backend *be, float *buf, size_t c
     return c->rank == root ? VR_OK : be->upload(be, buf, c->stage, count);
 }
 
-/* Whether c's overlapping sums take be's memory: NCCL's take device memory, MPI's host memory
- * (a CPU backend's). */
-static int overlaps(const vr_comm *c, const vr_backend *be)
+/* NCCL's overlapping sums take device memory, MPI's host memory (a CPU backend's). */
+int vr_comm_sum_overlaps(const vr_comm *c, const vr_backend *be)
 {
-    return c->sum_start && (c->dev_allreduce || be->device == VR_DEVICE_CPU);
+    return c->size > 1 && c->sum_start && (c->dev_allreduce || be->device == VR_DEVICE_CPU);
 }
 
 vr_status vr_comm_sum_start(vr_comm *c, vr_backend *be, float *buf, size_t count)
 {
     if (c->size == 1) return VR_OK;
-    if (!overlaps(c, be)) return vr_comm_allreduce_dev(c, be, buf, count);
+    if (!vr_comm_sum_overlaps(c, be)) return vr_comm_allreduce_dev(c, be, buf, count);
     return c->sum_start(c, be, buf, count);
 }
 
 vr_status vr_comm_sum_progress(vr_comm *c, vr_backend *be)
 {
-    return c->size > 1 && overlaps(c, be) && c->sum_progress ? c->sum_progress(c) : VR_OK;
+    return vr_comm_sum_overlaps(c, be) && c->sum_progress ? c->sum_progress(c) : VR_OK;
 }
 
 vr_status vr_comm_sum_finish(vr_comm *c, vr_backend *be)
 {
-    return c->size > 1 && overlaps(c, be) ? c->sum_finish(c, be) : VR_OK;
+    return vr_comm_sum_overlaps(c, be) ? c->sum_finish(c, be) : VR_OK;
 }
 
 #if !VR_HAVE_MPI

@@ -216,13 +216,14 @@ static vr_status grads_ready(void *ctx, size_t from)
     return start_buckets(t, b, from, !last);
 }
 
-/* The backward's context for branch b: n rows in groups, SyncBN and the bucketed gradient sum
- * of a data-parallel run. */
+/* The backward's context for branch b: n rows in groups, SyncBN, and the gradient sum's
+ * buckets started during the backward where the comm's sums overlap it (else all after it:
+ * a sum staged through the host would hold up the device at every bucket). */
 static vr_ctx backward_ctx(vr_trainer *t, int b, int n, int groups, const vr_bn_sync *sync)
 {
     vr_ctx c = vr_model_ctx(t->model, n, groups, 1);
     c.sync = sync;
-    if (t->comm && t->comm->size > 1) {
+    if (t->comm && vr_comm_sum_overlaps(t->comm, t->model->be)) {
         t->current = b;
         c.grads_ready = grads_ready;
         c.grads_ctx = t;
@@ -230,12 +231,12 @@ static vr_ctx backward_ctx(vr_trainer *t, int b, int n, int groups, const vr_bn_
     return c;
 }
 
-/* After the backward: the buckets not yet started (none where every module reported), then
- * the wait for all of them. */
+/* After the backward: the buckets not yet started (all of them where the sums do not overlap,
+ * none where every module reported), then the wait for all of them (comm_seconds). */
 static vr_status finish_sums(vr_trainer *t)
 {
-    for (int b = 0; b < t->model->nbranches; b++) VR_TRY(start_buckets(t, b, t->lo[b], 0));
     double t0 = seconds();
+    for (int b = 0; b < t->model->nbranches; b++) VR_TRY(start_buckets(t, b, t->lo[b], 0));
     VR_TRY(vr_comm_sum_finish(t->comm, t->model->be));
     t->comm_seconds = seconds() - t0;
     return VR_OK;
