@@ -531,8 +531,11 @@ static int train_loop(run *u, long start, FILE *metrics)
             double rate = (double)(done - last_log) * r->batch / (now - t_log);
             fprintf(metrics, "{\"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, \"invariance\": %.6g, "
                              "\"variance\": %.6g, \"covariance\": %.6g, \"lr\": %.6g, "
-                             "\"samples_per_s\": %.2f, \"elapsed_s\": %.2f}\n",
+                             "\"samples_per_s\": %.2f, \"elapsed_s\": %.2f",
                     done, epoch, tm.loss, tm.invariance, tm.variance, tm.covariance, (double)lr, rate, now - t0);
+            if (u->comm->size > 1) /* the step's wait for the gradient sums after its backward */
+                fprintf(metrics, ", \"comm_wait_s\": %.4f", u->t.comm_seconds);
+            fputs("}\n", metrics);
             fflush(metrics);
             last_log = done;
             t_log = now;
