@@ -2,8 +2,17 @@
  *
  * A backend is a table plus a context (as ggml's). The CPU backend is the reference: every
  * other backend is tested against it op by op. All pointers are device pointers of the backend.
- * Layouts are PyTorch's: activations (N,C,H,W), with 1-D data as H = 1 (N,C,1,L); conv weights
- * (Cout,Cin,KH,KW); linear weights (out,in).
+ * Layouts are PyTorch's: float32 tensors (N,C,H,W), with 1-D data as H = 1 (N,C,1,L); conv
+ * weights (Cout,Cin,KH,KW); linear weights (out,in).
+ *
+ * Activations, the (N,C,H,W) tensors the convolutional network passes from op to op (the
+ * inputs and outputs, and their gradients, of the convolutions, of the act_bn_* batch norms, of
+ * max pooling, of act_accumulate, and the (N,C,S) side of average pooling), are stored as the
+ * backend's `act` says: VR_ACT_F32, float32 (N,C,H,W) as above; or VR_ACT_BF16_NHWC, bfloat16
+ * (N,H,W,C), channels last, the layout of tensor-core convolutions (cuda-bf16), in the first
+ * vr_act_floats(be, count) floats of a buffer. act_import and act_export convert float32
+ * (N,C,H,W) to and from it. Everything else (linear layers, the expander's batch norm, the
+ * loss, parameters and their gradients, batch norm statistics) is float32 in every backend.
  *
  * Gradient convention (as llm.c): gradients of parameters ACCUMULATE (+=) into their buffers,
  * which the trainer zeroes once per step; gradients of activations (dx) are OVERWRITTEN.
@@ -58,11 +67,15 @@ typedef struct vr_bn_sync {
     vr_status (*reduce)(void *ctx, double *sums, size_t count);
 } vr_bn_sync;
 
+/* How a backend stores activations (above). */
+typedef enum vr_act { VR_ACT_F32 = 0, VR_ACT_BF16_NHWC = 1 } vr_act;
+
 typedef struct vr_backend vr_backend;
 
 struct vr_backend {
     const char *name;
     vr_device device;
+    vr_act act;
     void *ctx;
 
     /* -- lifetime and memory ----------------------------------------------------------- */
@@ -91,7 +104,13 @@ struct vr_backend {
     vr_status (*copy_join)(vr_backend *be, int slot);
     vr_status (*copy_wait)(vr_backend *be, int slot);
 
-    /* -- convolution: x (N,Cin,H,W) w (Cout,Cin,KH,KW) b (Cout) or NULL, y (N,Cout,OH,OW) -- */
+    /* -- activations stored other than as float32 (N,C,S) (NULL where act is VR_ACT_F32):
+     * act_import: dst (an activation of N,C,S) = src (float32 N,C,S); act_export: back */
+    vr_status (*act_import)(vr_backend *be, int n, int c, int s, const float *src, float *dst);
+    vr_status (*act_export)(vr_backend *be, int n, int c, int s, const float *src, float *dst);
+
+    /* -- convolution: x (N,Cin,H,W) w (Cout,Cin,KH,KW) b (Cout) or NULL, y (N,Cout,OH,OW);
+     * x, y, dx, dy are activations ------------------------------------------------------- */
     vr_status (*conv_forward)(vr_backend *be, const vr_window *d, const float *x, const float *w,
                               const float *b, float *y);
     /* dx (N,Cin,H,W) = overwritten */
@@ -126,6 +145,23 @@ struct vr_backend {
                              const float *y_relu, const float *x, const float *gamma,
                              const float *mean, const float *invstd, float *dx, float *dgamma,
                              float *dbeta, float *dres);
+    /* the same three over activations (the ResNet's): x, residual, y, dy, y_relu, dx and dres
+     * stored as the backend stores activations; the per-channel vectors float32 */
+    vr_status (*act_bn_forward_train)(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                      const float *x, const float *gamma, const float *beta,
+                                      const float *residual, int relu, float *y, float *mean,
+                                      float *invstd, float *running_mean, float *running_var,
+                                      float momentum, float eps);
+    vr_status (*act_bn_forward_eval)(vr_backend *be, int n, int c, int s, const float *x,
+                                     const float *gamma, const float *beta, const float *residual,
+                                     int relu, float *y, const float *running_mean,
+                                     const float *running_var, float eps);
+    vr_status (*act_bn_backward)(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                 const float *dy, const float *y_relu, const float *x,
+                                 const float *gamma, const float *mean, const float *invstd,
+                                 float *dx, float *dgamma, float *dbeta, float *dres);
+    /* y += a over an activation of count elements */
+    vr_status (*act_accumulate)(vr_backend *be, size_t count, const float *a, float *y);
 
     /* -- elementwise over count floats ----------------------------------------------------- */
     vr_status (*relu_forward)(vr_backend *be, size_t count, const float *x, float *y);
@@ -139,16 +175,17 @@ struct vr_backend {
     vr_status (*fill)(vr_backend *be, size_t count, float value, float *y);
 
     /* -- pooling ----------------------------------------------------------------------------
-     * max pool (padding counts as -inf, as PyTorch); argmax (N,C,OH,OW) int32 index into the
-     * input plane, saved for the backward */
+     * max pool (padding counts as -inf, as PyTorch); x, y, dy, dx activations; argmax an
+     * int32 index into the input plane per output element, laid out as the activations are,
+     * saved for the backward */
     vr_status (*maxpool_forward)(vr_backend *be, const vr_window *d, const float *x, float *y,
                                  int32_t *argmax);
     /* dx overwritten */
     vr_status (*maxpool_backward)(vr_backend *be, const vr_window *d, const float *dy,
                                   const int32_t *argmax, float *dx);
-    /* global average pool: x (N,C,S) -> y (N,C) */
+    /* global average pool: x (N,C,S) activation -> y (N,C) float32 */
     vr_status (*avgpool_forward)(vr_backend *be, int n, int c, int s, const float *x, float *y);
-    /* dx (N,C,S) overwritten */
+    /* dx (N,C,S) activation, overwritten, from dy (N,C) float32 */
     vr_status (*avgpool_backward)(vr_backend *be, int n, int c, int s, const float *dy, float *dx);
 
     /* -- linear: x (N,in) w (out,in) b (out) or NULL, y (N,out) = x w^T + b ---------------- */
@@ -181,6 +218,17 @@ struct vr_backend {
     /* sum of squares of count floats, in double, written to *out (host) */
     vr_status (*sum_squares)(vr_backend *be, size_t count, const float *x, double *out);
 };
+
+/* Floats of a buffer that hold an activation of count elements as be stores activations. */
+size_t vr_act_floats(const vr_backend *be, size_t count);
+
+/* The element `elements` elements after base in an activation of be (as strchr, the result
+ * drops the const of its argument). */
+static inline float *vr_act_at(const vr_backend *be, const float *base, size_t elements)
+{
+    if (be->act == VR_ACT_BF16_NHWC) return (float *)(void *)((const uint16_t *)(const void *)base + elements);
+    return (float *)base + elements;
+}
 
 /* Creates a backend by name: "cpu" (always); "cuda" (float32), "cuda-tf32" and "cuda-bf16"
  * (tensor-core math) where built with CUDA, VR_ERR_DEVICE "no CUDA device: ..." where none can

@@ -76,11 +76,14 @@ typedef struct vr_resnet {
     int expansion, out_dim;
     vr_convbn stem;
     int pool_h, pool_w;
-    size_t pool_out, pool_arg; /* ws (N,C,PH,PW) and its int32 argmax */
+    size_t pool_out, pool_arg; /* ws (N,C,PH,PW) activation and its int32 argmax */
     vr_block *blocks;
     int nblocks;
-    size_t repr;               /* ws (N, out_dim) */
-    size_t grad[4];            /* ws scratch for the backward */
+    size_t repr;               /* ws (N, out_dim) float32 */
+    size_t grad[4];            /* ws scratch for the backward: activations */
+    size_t input;              /* ws (N,Cin,H,W): the input as an activation, where the
+                                  backend's activations are not float32 (N,C,H,W) */
+    int imports;               /* the input goes through `input` */
     int plan_n, plan_h, plan_w;
 } vr_resnet;
 
@@ -88,11 +91,12 @@ typedef struct vr_resnet {
 void vr_resnet_config_default(vr_resnet_config *c, int depth, int rank, int in_channels);
 vr_status vr_resnet_declare(vr_resnet *r, const vr_resnet_config *cfg, const char *prefix,
                             vr_paramset *params, vr_paramset *buffers, vr_counters *counts);
-/* Assigns workspace offsets for batch n of (h, w) inputs (h = 1 for rank 1) from *cursor. */
-vr_status vr_resnet_plan(vr_resnet *r, int n, int h, int w, size_t *cursor);
-/* x (N,Cin,H,W) -> ws + repr (N, out_dim) */
+/* Assigns workspace offsets for batch n of (h, w) inputs (h = 1 for rank 1) from *cursor,
+ * activations sized as be stores them. */
+vr_status vr_resnet_plan(vr_resnet *r, const vr_backend *be, int n, int h, int w, size_t *cursor);
+/* x (N,Cin,H,W) float32 -> ws + repr (N, out_dim) float32 */
 vr_status vr_resnet_forward(vr_resnet *r, const vr_ctx *c, const float *x);
-/* drepr (N, out_dim) -> parameter gradients += ; dx (N,Cin,H,W) when not NULL */
+/* drepr (N, out_dim) -> parameter gradients += ; dx (N,Cin,H,W) float32 when not NULL */
 vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, const float *drepr,
                              float *dx);
 /* kaiming-normal fan_out convs, BN gamma 1 beta 0 (0 on each block's last BN when

@@ -31,6 +31,11 @@ void vr_backend_destroy(vr_backend *be)
     if (be) be->destroy(be);
 }
 
+size_t vr_act_floats(const vr_backend *be, size_t count)
+{
+    return be->act == VR_ACT_BF16_NHWC ? (count + 1) / 2 : count;
+}
+
 vr_status vr_window_init(vr_window *w, int rank, int n, int c_in, int c_out, int h_in, int w_in,
                          const int *k, const int *stride, const int *pad)
 {

@@ -50,7 +50,8 @@ static vr_status window(const vr_convbn *l, int rank, int n, vr_window *w)
 
 size_t vr_convbn_out_size(const vr_convbn *l) { return (size_t)l->cout * l->h_out * l->w_out; }
 
-vr_status vr_convbn_plan(vr_convbn *l, int rank, int n, int h, int w, size_t *cursor)
+vr_status vr_convbn_plan(vr_convbn *l, const vr_backend *be, int rank, int n, int h, int w,
+                         size_t *cursor)
 {
     l->h_in = h;
     l->w_in = w;
@@ -58,7 +59,7 @@ vr_status vr_convbn_plan(vr_convbn *l, int rank, int n, int h, int w, size_t *cu
     VR_TRY(window(l, rank, n, &win));
     l->h_out = win.h_out;
     l->w_out = win.w_out;
-    size_t act = (size_t)n * vr_convbn_out_size(l);
+    size_t act = vr_act_floats(be, (size_t)n * vr_convbn_out_size(l));
     l->conv_out = vr_ws_take(cursor, act);
     l->out = vr_ws_take(cursor, act);
     l->stats = vr_ws_take(cursor, (size_t)VR_MAX_GROUPS * 2 * l->cout);
@@ -75,20 +76,22 @@ vr_status vr_convbn_forward(const vr_convbn *l, const vr_ctx *c, int rank, const
     float *co = c->ws + l->conv_out, *out = c->ws + l->out;
     VR_TRY(be->conv_forward(be, &w, x, c->p + l->w, NULL, co));
     int s = l->h_out * l->w_out, ng = c->n / c->groups;
+    /* a group's samples are contiguous in every activation layout */
     size_t per = (size_t)ng * l->cout * s;
     for (int g = 0; g < c->groups; g++) {
-        const float *res = residual ? residual + g * per : NULL;
+        const float *res = residual ? vr_act_at(be, residual, g * per) : NULL;
+        const float *xg = vr_act_at(be, co, g * per);
+        float *yg = vr_act_at(be, out, g * per);
         if (c->train) {
             float *mean = c->ws + l->stats + (size_t)g * 2 * l->cout;
-            VR_TRY(be->bn_forward_train(be, c->sync, ng, l->cout, s, co + g * per, c->p + l->gamma,
-                                        c->p + l->beta, res, relu, out + g * per, mean,
-                                        mean + l->cout, c->buf + l->rmean, c->buf + l->rvar,
-                                        0.1f, 1e-5f));
+            VR_TRY(be->act_bn_forward_train(be, c->sync, ng, l->cout, s, xg, c->p + l->gamma,
+                                            c->p + l->beta, res, relu, yg, mean, mean + l->cout,
+                                            c->buf + l->rmean, c->buf + l->rvar, 0.1f, 1e-5f));
             c->counts[l->counter]++;
         } else {
-            VR_TRY(be->bn_forward_eval(be, ng, l->cout, s, co + g * per, c->p + l->gamma,
-                                       c->p + l->beta, res, relu, out + g * per,
-                                       c->buf + l->rmean, c->buf + l->rvar, 1e-5f));
+            VR_TRY(be->act_bn_forward_eval(be, ng, l->cout, s, xg, c->p + l->gamma,
+                                           c->p + l->beta, res, relu, yg, c->buf + l->rmean,
+                                           c->buf + l->rvar, 1e-5f));
         }
     }
     return VR_OK;
@@ -105,10 +108,11 @@ vr_status vr_convbn_backward(const vr_convbn *l, const vr_ctx *c, int rank, cons
     size_t per = (size_t)ng * l->cout * s;
     for (int g = 0; g < c->groups; g++) {
         const float *mean = c->ws + l->stats + (size_t)g * 2 * l->cout;
-        VR_TRY(be->bn_backward(be, c->sync, ng, l->cout, s, dy + g * per, relu ? out + g * per : NULL,
-                               co + g * per, c->p + l->gamma, mean, mean + l->cout,
-                               tmp + g * per, c->g + l->gamma, c->g + l->beta,
-                               dres ? dres + g * per : NULL));
+        VR_TRY(be->act_bn_backward(be, c->sync, ng, l->cout, s, vr_act_at(be, dy, g * per),
+                                   relu ? vr_act_at(be, out, g * per) : NULL,
+                                   vr_act_at(be, co, g * per), c->p + l->gamma, mean,
+                                   mean + l->cout, vr_act_at(be, tmp, g * per), c->g + l->gamma,
+                                   c->g + l->beta, dres ? vr_act_at(be, dres, g * per) : NULL));
     }
     VR_TRY(be->conv_backward_weight(be, &w, x, tmp, c->g + l->w, NULL));
     if (dx) VR_TRY(be->conv_backward_data(be, &w, tmp, c->p + l->w, dx));

@@ -11,13 +11,16 @@ size_t vr_ws_take(size_t *cursor, size_t floats);
 vr_status vr_convbn_declare(vr_convbn *l, const char *prefix, const char *conv, const char *bn,
                             int rank, int cin, int cout, int k, int stride, int pad,
                             vr_paramset *params, vr_paramset *buffers, vr_counters *counts);
-/* Sizes the unit for n inputs of (h, w) and takes its workspace. */
-vr_status vr_convbn_plan(vr_convbn *l, int rank, int n, int h, int w, size_t *cursor);
-/* y = relu?(bn(conv(x)) + residual?) into ws + l->out */
+/* Sizes the unit for n inputs of (h, w) and takes its workspace (activations as be stores
+ * them). */
+vr_status vr_convbn_plan(vr_convbn *l, const vr_backend *be, int rank, int n, int h, int w,
+                         size_t *cursor);
+/* y = relu?(bn(conv(x)) + residual?) into ws + l->out; x, residual and y activations */
 vr_status vr_convbn_forward(const vr_convbn *l, const vr_ctx *c, int rank, const float *x,
                             const float *residual, int relu);
 /* dy (N,Cout,OH,OW) -> gradients +=; tmp receives d(conv output); dres the masked dy when not
- * NULL; dx (N,Cin,H,W) when not NULL (may alias dy: dy is consumed before dx is written) */
+ * NULL; dx (N,Cin,H,W) when not NULL (may alias dy or x: both are consumed before dx is
+ * written). x, dy, tmp, dres, dx are activations. */
 vr_status vr_convbn_backward(const vr_convbn *l, const vr_ctx *c, int rank, const float *x,
                              const float *dy, int relu, float *tmp, float *dres, float *dx);
 /* Output elements per sample */

@@ -111,7 +111,7 @@ vr_status vr_model_plan_size(vr_model *m, const int *n, const int *h, const int 
     for (int b = 0; b < m->nbranches; b++) {
         vr_branch *br = &m->branch[b];
         if (n[b] < 1) return vr_fail(VR_ERR_ARG, "model", "batch %d", n[b]);
-        VR_TRY(vr_resnet_plan(&br->enc, n[b], h[b], w[b], &cursor));
+        VR_TRY(vr_resnet_plan(&br->enc, m->be, n[b], h[b], w[b], &cursor));
         if (br->has_expander) VR_TRY(vr_expander_plan(&br->exp, n[b], &cursor));
         br->plan_n = n[b];
         br->plan_h = h[b];

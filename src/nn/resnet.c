@@ -83,11 +83,13 @@ void vr_resnet_free(vr_resnet *r)
     r->blocks = NULL;
 }
 
-vr_status vr_resnet_plan(vr_resnet *r, int n, int h, int w, size_t *cursor)
+vr_status vr_resnet_plan(vr_resnet *r, const vr_backend *be, int n, int h, int w, size_t *cursor)
 {
     int rank = r->cfg.rank;
     if (rank == 1) h = 1;
-    VR_TRY(vr_convbn_plan(&r->stem, rank, n, h, w, cursor));
+    r->imports = be->act != VR_ACT_F32;
+    r->input = r->imports ? vr_ws_take(cursor, vr_act_floats(be, (size_t)n * r->cfg.in_channels * h * w)) : 0;
+    VR_TRY(vr_convbn_plan(&r->stem, be, rank, n, h, w, cursor));
     size_t big = (size_t)n * vr_convbn_out_size(&r->stem), small = 0;
     int ch = r->stem.cout;
     h = r->stem.h_out;
@@ -100,7 +102,7 @@ vr_status vr_resnet_plan(vr_resnet *r, int n, int h, int w, size_t *cursor)
         VR_TRY(vr_window_init(&win, rank, n, ch, ch, h, w, k, s, p));
         h = win.h_out;
         w = win.w_out;
-        r->pool_out = vr_ws_take(cursor, (size_t)n * ch * h * w);
+        r->pool_out = vr_ws_take(cursor, vr_act_floats(be, (size_t)n * ch * h * w));
         r->pool_arg = vr_ws_take(cursor, (size_t)n * ch * h * w);
     }
     r->pool_h = h;
@@ -110,14 +112,14 @@ vr_status vr_resnet_plan(vr_resnet *r, int n, int h, int w, size_t *cursor)
         vr_block *b = &r->blocks[i];
         int bh = h, bw = w;
         for (int j = 0; j < b->nconv; j++) {
-            VR_TRY(vr_convbn_plan(&b->conv[j], rank, n, bh, bw, cursor));
+            VR_TRY(vr_convbn_plan(&b->conv[j], be, rank, n, bh, bw, cursor));
             bh = b->conv[j].h_out;
             bw = b->conv[j].w_out;
             size_t act = (size_t)n * vr_convbn_out_size(&b->conv[j]);
             if (act > big) big = act;
             if (act > small) small = act;
         }
-        if (b->has_down) VR_TRY(vr_convbn_plan(&b->down, rank, n, h, w, cursor));
+        if (b->has_down) VR_TRY(vr_convbn_plan(&b->down, be, rank, n, h, w, cursor));
         h = bh;
         w = bw;
     }
@@ -125,10 +127,10 @@ vr_status vr_resnet_plan(vr_resnet *r, int n, int h, int w, size_t *cursor)
     r->repr = vr_ws_take(cursor, (size_t)n * r->out_dim);
     /* backward scratch: A and B hold any activation gradient, C and D those of block
      * inputs/outputs (the shortcut path), which are smaller than the stem's */
-    r->grad[0] = vr_ws_take(cursor, big);
-    r->grad[1] = vr_ws_take(cursor, big);
-    r->grad[2] = vr_ws_take(cursor, small);
-    r->grad[3] = vr_ws_take(cursor, small);
+    r->grad[0] = vr_ws_take(cursor, vr_act_floats(be, big));
+    r->grad[1] = vr_ws_take(cursor, vr_act_floats(be, big));
+    r->grad[2] = vr_ws_take(cursor, vr_act_floats(be, small));
+    r->grad[3] = vr_ws_take(cursor, vr_act_floats(be, small));
     r->plan_n = n;
     r->plan_h = rank == 1 ? 1 : r->stem.h_in;
     r->plan_w = r->stem.w_in;
@@ -159,6 +161,11 @@ vr_status vr_resnet_forward(vr_resnet *r, const vr_ctx *c, const float *x)
         return vr_fail(VR_ERR_SHAPE, "resnet", "batch %d exceeds the planned %d", c->n, r->plan_n);
     int rank = r->cfg.rank;
     vr_backend *be = c->be;
+    if (r->imports) {
+        VR_TRY(be->act_import(be, c->n, r->stem.cin, r->stem.h_in * r->stem.w_in, x,
+                              c->ws + r->input));
+        x = c->ws + r->input;
+    }
     VR_TRY(vr_convbn_forward(&r->stem, c, rank, x, NULL, 1));
     if (r->cfg.pool_kernel > 0) {
         vr_window w;
@@ -208,9 +215,9 @@ vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, cons
         }
         if (b->has_down) {
             VR_TRY(vr_convbn_backward(&b->down, c, rank, in, C, 0, B, NULL, D));
-            VR_TRY(be->accumulate(be, (size_t)c->n * b->down.cin * b->down.h_in * b->down.w_in, D, A));
+            VR_TRY(be->act_accumulate(be, (size_t)c->n * b->down.cin * b->down.h_in * b->down.w_in, D, A));
         } else {
-            VR_TRY(be->accumulate(be, (size_t)c->n * b->conv[0].cin * b->conv[0].h_in * b->conv[0].w_in, C, A));
+            VR_TRY(be->act_accumulate(be, (size_t)c->n * b->conv[0].cin * b->conv[0].h_in * b->conv[0].w_in, C, A));
         }
         VR_TRY(vr_ctx_grads_ready(c, b->conv[0].w)); /* the block's first parameter */
     }
@@ -221,8 +228,17 @@ vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, cons
         VR_TRY(be->maxpool_backward(be, &w, A, (const int32_t *)(c->ws + r->pool_arg), B));
         dstem = B;
     }
-    /* the stem's conv-output gradient goes to whichever buffer dstem is not */
-    VR_TRY(vr_convbn_backward(&r->stem, c, rank, x, dstem, 1, dstem == A ? B : A, NULL, dx));
+    /* the stem's conv-output gradient goes to whichever buffer dstem is not; an imported
+     * input takes its own gradient in its place, then exported */
+    if (r->imports) {
+        float *in = c->ws + r->input;
+        VR_TRY(vr_convbn_backward(&r->stem, c, rank, in, dstem, 1, dstem == A ? B : A, NULL,
+                                  dx ? in : NULL));
+        if (dx)
+            VR_TRY(be->act_export(be, c->n, r->stem.cin, r->stem.h_in * r->stem.w_in, in, dx));
+    } else {
+        VR_TRY(vr_convbn_backward(&r->stem, c, rank, x, dstem, 1, dstem == A ? B : A, NULL, dx));
+    }
     return vr_ctx_grads_ready(c, r->stem.w);
 }
 

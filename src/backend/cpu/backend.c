@@ -101,6 +101,11 @@ vr_status vr_cpu_backend_create_conv(int threads, vr_cpu_conv conv, vr_backend *
         .bn_forward_train = vr_cpu_bn_forward_train,
         .bn_forward_eval = vr_cpu_bn_forward_eval,
         .bn_backward = vr_cpu_bn_backward,
+        /* activations are float32 (N,C,H,W): the same kernels */
+        .act_bn_forward_train = vr_cpu_bn_forward_train,
+        .act_bn_forward_eval = vr_cpu_bn_forward_eval,
+        .act_bn_backward = vr_cpu_bn_backward,
+        .act_accumulate = vr_cpu_accumulate,
         .relu_forward = vr_cpu_relu_forward,
         .relu_backward = vr_cpu_relu_backward,
         .add = vr_cpu_add,

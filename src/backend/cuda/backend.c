@@ -240,6 +240,10 @@ vr_status vr_cuda_backend_create(const char *name, vr_backend **out)
         .bn_forward_train = vr_cuda_bn_forward_train,
         .bn_forward_eval = vr_cuda_bn_forward_eval,
         .bn_backward = vr_cuda_bn_backward,
+        .act_bn_forward_train = vr_cuda_bn_forward_train,
+        .act_bn_forward_eval = vr_cuda_bn_forward_eval,
+        .act_bn_backward = vr_cuda_bn_backward,
+        .act_accumulate = vr_cuda_accumulate,
         .relu_forward = vr_cuda_relu_forward,
         .relu_backward = vr_cuda_relu_backward,
         .add = vr_cuda_add,
@@ -257,6 +261,19 @@ vr_status vr_cuda_backend_create(const char *name, vr_backend **out)
         .adamw_step = vr_cuda_adamw_step,
         .sum_squares = vr_cuda_sum_squares,
     };
+    if (math == VR_CUDA_BF16) { /* activations in bfloat16 channels last */
+        be->act = VR_ACT_BF16_NHWC;
+        be->act_import = vr_cuda_act_import;
+        be->act_export = vr_cuda_act_export;
+        be->act_bn_forward_train = vr_cuda_nhwc_bn_forward_train;
+        be->act_bn_forward_eval = vr_cuda_nhwc_bn_forward_eval;
+        be->act_bn_backward = vr_cuda_nhwc_bn_backward;
+        be->act_accumulate = vr_cuda_nhwc_accumulate;
+        be->maxpool_forward = vr_cuda_nhwc_maxpool_forward;
+        be->maxpool_backward = vr_cuda_nhwc_maxpool_backward;
+        be->avgpool_forward = vr_cuda_nhwc_avgpool_forward;
+        be->avgpool_backward = vr_cuda_nhwc_avgpool_backward;
+    }
     vr_status s = open_ctx(c, canonical);
     if (s != VR_OK) {
         cuda_destroy(be);

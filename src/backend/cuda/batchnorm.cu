@@ -12,13 +12,25 @@
  *   backward: sum g and sum g*(x - mean) of the masked gradient g, added in chunk order.
  * A per-channel kernel then finishes the statistics and the coefficients of the elementwise
  * pass, and one thread per element applies them. Every reduction has a fixed shape, so a
- * given shape gives the same bits on every run. */
+ * given shape gives the same bits on every run.
+ *
+ * Activations in bfloat16 channels last (the act_bn_* entries of cuda-bf16): element k of
+ * channel ch is x[k*C + ch]; a block of 32 x 8 threads reduces one chunk of rows for 32
+ * channels, a warp reading 32 neighbouring channels of one row, and the 8 rows of threads are
+ * summed in order. Loads and stores convert, the arithmetic is the same. */
+#include "act.cuh"
 #include "cuda.h"
 #include "reduce.cuh"
 
-/* Elements per chunk aimed at (32 per thread), and at most this many chunks per channel. */
+/* Elements per chunk aimed at (32 per thread; channels last: rows, 128 per thread), and at
+ * most this many chunks per channel. */
 #define BN_CHUNK 8192
+#define BN_CHUNK_ROWS 1024
 #define BN_CHUNKS_MAX 1024
+
+/* the channels-last blocks: channels by rows of threads */
+#define BN_TILE 32
+#define BN_ROWS 8
 
 static vr_status bn_check(int n, int c, int s, int train)
 {
@@ -43,11 +55,12 @@ typedef struct bn_cut {
     unsigned m, len, chunks;
 } bn_cut;
 
-static bn_cut bn_plan(int n, int s)
+static bn_cut bn_plan(int n, int s, int nhwc)
 {
     bn_cut p;
     p.m = (unsigned)n * (unsigned)s;
-    unsigned chunks = (p.m + BN_CHUNK - 1) / BN_CHUNK;
+    const unsigned chunk = nhwc ? BN_CHUNK_ROWS : BN_CHUNK;
+    unsigned chunks = (p.m + chunk - 1) / chunk;
     if (chunks > BN_CHUNKS_MAX) chunks = BN_CHUNKS_MAX;
     p.len = (p.m + chunks - 1) / chunks;
     p.chunks = (p.m + p.len - 1) / p.len;
@@ -79,6 +92,43 @@ static __global__ void bn_stats_k(bn_cut p, int c, int s, const float *x, double
     }
     dev = vr_block_sum(dev, sh);
     if (threadIdx.x == 0) {
+        double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
+        o[0] = mean;
+        o[1] = dev;
+    }
+}
+
+/* The sum of v over the BN_ROWS rows of threads of a channels-last block, per column (channel),
+ * in row order, returned to every thread of the column. */
+static __device__ __forceinline__ double bn_rows_sum(double v, double (*sh)[BN_TILE])
+{
+    sh[threadIdx.y][threadIdx.x] = v;
+    __syncthreads();
+    double r = 0.0;
+    for (int i = 0; i < BN_ROWS; i++) r += sh[i][threadIdx.x];
+    __syncthreads();
+    return r;
+}
+
+/* bn_stats_k over channels last: grid (chunks, ceil(C/32)), block (32, 8) */
+static __global__ void bn_stats_nhwc_k(bn_cut p, int c, const vr_bf16 *x, double *part)
+{
+    __shared__ double sh[BN_ROWS][BN_TILE];
+    const int ch = blockIdx.y * BN_TILE + threadIdx.x;
+    const unsigned k0 = blockIdx.x * p.len;
+    const unsigned k1 = k0 + p.len < p.m ? k0 + p.len : p.m;
+    double sum = 0.0;
+    if (ch < c)
+        for (unsigned k = k0 + threadIdx.y; k < k1; k += BN_ROWS) sum += vr_ld(x + (size_t)k * c + ch);
+    const double mean = bn_rows_sum(sum, sh) / (double)(k1 - k0);
+    double dev = 0.0;
+    if (ch < c)
+        for (unsigned k = k0 + threadIdx.y; k < k1; k += BN_ROWS) {
+            double d = vr_ld(x + (size_t)k * c + ch) - mean;
+            dev += d * d;
+        }
+    dev = bn_rows_sum(dev, sh);
+    if (threadIdx.y == 0 && ch < c) {
         double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
         o[0] = mean;
         o[1] = dev;
@@ -153,16 +203,16 @@ static __global__ void bn_eval_alpha_k(int c, const float *gamma, const float *r
 }
 
 /* y = relu?((x - m)*alpha + shift [+ res]) per element; v < 0 ? 0 : v lets NaN through */
-template <typename I>
-static __global__ void bn_apply_k(I total, int c, int s, const float *x, const float *res,
+template <typename I, typename T>
+static __global__ void bn_apply_k(I total, int c, int s, const T *x, const T *res,
                                   const float *m, const float *alpha, const float *shift,
-                                  int relu, float *y)
+                                  int relu, T *y)
 {
     for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
-        const int ch = (int)((i / (I)s) % (I)c);
-        float v = fmaf(x[i] - m[ch], alpha[ch], shift[ch]);
-        if (res) v += res[i];
-        y[i] = relu && v < 0.0f ? 0.0f : v;
+        const int ch = vr_act_channel<T>(i, c, s);
+        float v = fmaf(vr_ld(x + i) - m[ch], alpha[ch], shift[ch]);
+        if (res) v += vr_ld(res + i);
+        vr_st(y + i, relu && v < 0.0f ? 0.0f : v);
     }
 }
 
@@ -189,6 +239,35 @@ static __global__ void bn_grad_sums_k(bn_cut p, int c, int s, const float *dy,
     sg = vr_block_sum(sg, sh);
     sgx = vr_block_sum(sgx, sh);
     if (threadIdx.x == 0) {
+        double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
+        o[0] = sg;
+        o[1] = sgx;
+    }
+}
+
+/* bn_grad_sums_k over channels last: grid (chunks, ceil(C/32)), block (32, 8) */
+static __global__ void bn_grad_sums_nhwc_k(bn_cut p, int c, const vr_bf16 *dy,
+                                           const vr_bf16 *y_relu, const vr_bf16 *x,
+                                           const float *mean, vr_bf16 *dres, double *part)
+{
+    __shared__ double sh[BN_ROWS][BN_TILE];
+    const int ch = blockIdx.y * BN_TILE + threadIdx.x;
+    const unsigned k0 = blockIdx.x * p.len;
+    const unsigned k1 = k0 + p.len < p.m ? k0 + p.len : p.m;
+    const double mu = ch < c ? (double)mean[ch] : 0.0;
+    double sg = 0.0, sgx = 0.0;
+    if (ch < c)
+        for (unsigned k = k0 + threadIdx.y; k < k1; k += BN_ROWS) {
+            const size_t o = (size_t)k * c + ch;
+            float g = vr_ld(dy + o);
+            if (y_relu && !(vr_ld(y_relu + o) > 0.0f)) g = 0.0f;
+            if (dres) vr_st(dres + o, g);
+            sg += g;
+            sgx += (double)g * ((double)vr_ld(x + o) - mu);
+        }
+    sg = bn_rows_sum(sg, sh);
+    sgx = bn_rows_sum(sgx, sh);
+    if (threadIdx.y == 0 && ch < c) {
         double *o = part + ((size_t)ch * p.chunks + blockIdx.x) * 2;
         o[0] = sg;
         o[1] = sgx;
@@ -237,17 +316,16 @@ static __global__ void bn_grad_finish_k(unsigned chunks, int c, const double *pa
 }
 
 /* dx = a*(g - fmaf(x - mean, k, gm)) with g the masked dy; dx may alias dy */
-template <typename I>
-static __global__ void bn_grad_apply_k(I total, int c, int s, const float *dy,
-                                       const float *y_relu, const float *x, const float *mean,
-                                       const float *a, const float *gm, const float *k,
-                                       float *dx)
+template <typename I, typename T>
+static __global__ void bn_grad_apply_k(I total, int c, int s, const T *dy, const T *y_relu,
+                                       const T *x, const float *mean, const float *a,
+                                       const float *gm, const float *k, T *dx)
 {
     for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
-        const int ch = (int)((i / (I)s) % (I)c);
-        float g = dy[i];
-        if (y_relu && !(y_relu[i] > 0.0f)) g = 0.0f;
-        dx[i] = a[ch] * (g - fmaf(x[i] - mean[ch], k[ch], gm[ch]));
+        const int ch = vr_act_channel<T>(i, c, s);
+        float g = vr_ld(dy + i);
+        if (y_relu && !(vr_ld(y_relu + i) > 0.0f)) g = 0.0f;
+        vr_st(dx + i, a[ch] * (g - fmaf(vr_ld(x + i) - mean[ch], k[ch], gm[ch])));
     }
 }
 
@@ -311,41 +389,86 @@ static vr_status bn_sync_host(vr_backend *be, const vr_bn_sync *sync, const doub
 }
 
 /* The elementwise pass, with 32-bit indices where they suffice (cheaper division). */
-static vr_status bn_apply(cudaStream_t st, int n, int c, int s, const float *x, const float *res,
-                          const float *m, const float *alpha, const float *shift, int relu,
-                          float *y)
+template <typename T>
+static vr_status bn_apply(cudaStream_t st, int n, int c, int s, const T *x, const T *res,
+                          const float *m, const float *alpha, const float *shift, int relu, T *y)
 {
     const size_t total = (size_t)n * c * s;
     const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);
     if (total < (1u << 31))
-        bn_apply_k<unsigned><<<blocks, VR_CUDA_THREADS, 0, st>>>((unsigned)total, c, s, x, res, m,
-                                                                alpha, shift, relu, y);
+        bn_apply_k<unsigned, T><<<blocks, VR_CUDA_THREADS, 0, st>>>((unsigned)total, c, s, x, res,
+                                                                   m, alpha, shift, relu, y);
     else
-        bn_apply_k<size_t><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, x, res, m, alpha,
-                                                              shift, relu, y);
+        bn_apply_k<size_t, T><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, x, res, m, alpha,
+                                                                 shift, relu, y);
     return vr_cuda_launched("bn_apply_k");
 }
 
-extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n,
-                                              int c, int s, const float *x, const float *gamma,
-                                              const float *beta, const float *residual, int relu,
-                                              float *y, float *mean, float *invstd,
-                                              float *running_mean, float *running_var,
-                                              float momentum, float eps)
+template <typename T>
+static vr_status bn_grad_apply(cudaStream_t st, int n, int c, int s, const T *dy,
+                               const T *y_relu, const T *x, const float *mean, const float *a,
+                               const float *gm, const float *k, T *dx)
+{
+    const size_t total = (size_t)n * c * s;
+    const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);
+    if (total < (1u << 31))
+        bn_grad_apply_k<unsigned, T><<<blocks, VR_CUDA_THREADS, 0, st>>>(
+            (unsigned)total, c, s, dy, y_relu, x, mean, a, gm, k, dx);
+    else
+        bn_grad_apply_k<size_t, T><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, dy, y_relu, x,
+                                                                      mean, a, gm, k, dx);
+    return vr_cuda_launched("bn_grad_apply_k");
+}
+
+/* The per-chunk statistics of x into part: float32 (N,C,S) or bfloat16 channels last. */
+static vr_status bn_stats(cudaStream_t st, const bn_cut *p, int c, int s, const float *x,
+                          int nhwc, double *part)
+{
+    if (nhwc) {
+        dim3 grid(p->chunks, (unsigned)((c + BN_TILE - 1) / BN_TILE));
+        bn_stats_nhwc_k<<<grid, dim3(BN_TILE, BN_ROWS), 0, st>>>(*p, c, (const vr_bf16 *)x, part);
+        return vr_cuda_launched("bn_stats_nhwc_k");
+    }
+    bn_stats_k<<<dim3(p->chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(*p, c, s, x, part);
+    return vr_cuda_launched("bn_stats_k");
+}
+
+/* The per-chunk gradient sums into part (dres receives the masked dy when not NULL). */
+static vr_status bn_grad_sums(cudaStream_t st, const bn_cut *p, int c, int s, const float *dy,
+                              const float *y_relu, const float *x, const float *mean,
+                              float *dres, int nhwc, double *part)
+{
+    if (nhwc) {
+        dim3 grid(p->chunks, (unsigned)((c + BN_TILE - 1) / BN_TILE));
+        bn_grad_sums_nhwc_k<<<grid, dim3(BN_TILE, BN_ROWS), 0, st>>>(
+            *p, c, (const vr_bf16 *)dy, (const vr_bf16 *)y_relu, (const vr_bf16 *)x, mean,
+            (vr_bf16 *)dres, part);
+        return vr_cuda_launched("bn_grad_sums_nhwc_k");
+    }
+    bn_grad_sums_k<<<dim3(p->chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(
+        *p, c, s, dy, y_relu, x, mean, dres, part);
+    return vr_cuda_launched("bn_grad_sums_k");
+}
+
+/* The three passes, with x, residual, y, dy, y_relu, dx, dres float32 (N,C,S) or, when nhwc,
+ * bfloat16 channels last. */
+static vr_status bn_train(vr_backend *be, const vr_bn_sync *sync, int nhwc, int n, int c, int s,
+                          const float *x, const float *gamma, const float *beta,
+                          const float *residual, int relu, float *y, float *mean, float *invstd,
+                          float *running_mean, float *running_var, float momentum, float eps)
 {
     VR_TRY(bn_check(n, c, s, 1));
     const int ranks = sync ? sync->ranks : 1;
     if ((long long)n * s * ranks >= (1LL << 31))
         return vr_fail(VR_ERR_SHAPE, "batchnorm", "%lld values per channel over %d ranks exceed 2^31",
                        (long long)n * s * ranks, ranks);
-    const bn_cut p = bn_plan(n, s);
+    const bn_cut p = bn_plan(n, s, nhwc);
     bn_work w;
     /* SyncBN: st (C,2) | the ranks' statistics (C,ranks,2) */
     VR_TRY(bn_scratch(be, c, &p, sync ? (size_t)c * 2 * (1 + ranks) : 0, &w));
     float *alpha = w.f[0], *shift = w.f[1];
     cudaStream_t st = vr_cuda(be)->stream;
-    bn_stats_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(p, c, s, x, w.part);
-    VR_TRY(vr_cuda_launched("bn_stats_k"));
+    VR_TRY(bn_stats(st, &p, c, s, x, nhwc, w.part));
     bn_train_args a = {gamma, beta, mean, invstd, running_mean, running_var, alpha, shift,
                        (double)momentum, (double)eps};
     if (sync) {
@@ -363,17 +486,18 @@ extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, const vr_bn_sync *
         bn_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(p, c, w.part, a);
     }
     VR_TRY(vr_cuda_launched("bn_finish_k"));
+    if (nhwc)
+        return bn_apply(st, n, c, s, (const vr_bf16 *)x, (const vr_bf16 *)residual, mean, alpha,
+                        shift, relu, (vr_bf16 *)y);
     return bn_apply(st, n, c, s, x, residual, mean, alpha, shift, relu, y);
 }
 
-extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s, const float *x,
-                                             const float *gamma, const float *beta,
-                                             const float *residual, int relu, float *y,
-                                             const float *running_mean,
-                                             const float *running_var, float eps)
+static vr_status bn_eval(vr_backend *be, int nhwc, int n, int c, int s, const float *x,
+                         const float *gamma, const float *beta, const float *residual, int relu,
+                         float *y, const float *running_mean, const float *running_var, float eps)
 {
     VR_TRY(bn_check(n, c, s, 0));
-    const bn_cut p = bn_plan(n, s);
+    const bn_cut p = bn_plan(n, s, nhwc);
     bn_work w;
     VR_TRY(bn_scratch(be, c, &p, 0, &w));
     float *alpha = w.f[0];
@@ -381,25 +505,25 @@ extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s
     bn_eval_alpha_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(c, gamma, running_var,
                                                                    (double)eps, alpha);
     VR_TRY(vr_cuda_launched("bn_eval_alpha_k"));
+    if (nhwc)
+        return bn_apply(st, n, c, s, (const vr_bf16 *)x, (const vr_bf16 *)residual, running_mean,
+                        alpha, beta, relu, (vr_bf16 *)y);
     return bn_apply(st, n, c, s, x, residual, running_mean, alpha, beta, relu, y);
 }
 
-extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c,
-                                         int s, const float *dy, const float *y_relu,
-                                         const float *x, const float *gamma, const float *mean,
-                                         const float *invstd, float *dx, float *dgamma,
-                                         float *dbeta, float *dres)
+static vr_status bn_back(vr_backend *be, const vr_bn_sync *sync, int nhwc, int n, int c, int s,
+                         const float *dy, const float *y_relu, const float *x,
+                         const float *gamma, const float *mean, const float *invstd, float *dx,
+                         float *dgamma, float *dbeta, float *dres)
 {
     VR_TRY(bn_check(n, c, s, 1));
-    const bn_cut p = bn_plan(n, s);
+    const bn_cut p = bn_plan(n, s, nhwc);
     bn_work w;
     /* SyncBN: this process's sums (C,2) | the sums over the ranks (C,2) */
     VR_TRY(bn_scratch(be, c, &p, sync ? (size_t)c * 4 : 0, &w));
     float *a = w.f[0], *gm = w.f[1], *k = w.f[2];
     cudaStream_t st = vr_cuda(be)->stream;
-    bn_grad_sums_k<<<dim3(p.chunks, (unsigned)c), VR_CUDA_THREADS, 0, st>>>(
-        p, c, s, dy, y_relu, x, mean, dres, w.part);
-    VR_TRY(vr_cuda_launched("bn_grad_sums_k"));
+    VR_TRY(bn_grad_sums(st, &p, c, s, dy, y_relu, x, mean, dres, nhwc, w.part));
     const double *glob = w.part;
     unsigned gchunks = p.chunks;
     double count = (double)p.m;
@@ -415,13 +539,71 @@ extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, const vr_bn_sync *sync,
     bn_grad_finish_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(
         p.chunks, c, w.part, gchunks, glob, count, gamma, invstd, dgamma, dbeta, a, gm, k);
     VR_TRY(vr_cuda_launched("bn_grad_finish_k"));
-    const size_t total = (size_t)n * c * s;
-    const unsigned blocks = vr_cuda_blocks(total, VR_CUDA_THREADS);
-    if (total < (1u << 31))
-        bn_grad_apply_k<unsigned><<<blocks, VR_CUDA_THREADS, 0, st>>>(
-            (unsigned)total, c, s, dy, y_relu, x, mean, a, gm, k, dx);
-    else
-        bn_grad_apply_k<size_t><<<blocks, VR_CUDA_THREADS, 0, st>>>(total, c, s, dy, y_relu, x,
-                                                                   mean, a, gm, k, dx);
-    return vr_cuda_launched("bn_grad_apply_k");
+    if (nhwc)
+        return bn_grad_apply(st, n, c, s, (const vr_bf16 *)dy, (const vr_bf16 *)y_relu,
+                             (const vr_bf16 *)x, mean, a, gm, k, (vr_bf16 *)dx);
+    return bn_grad_apply(st, n, c, s, dy, y_relu, x, mean, a, gm, k, dx);
+}
+
+extern "C" vr_status vr_cuda_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n,
+                                              int c, int s, const float *x, const float *gamma,
+                                              const float *beta, const float *residual, int relu,
+                                              float *y, float *mean, float *invstd,
+                                              float *running_mean, float *running_var,
+                                              float momentum, float eps)
+{
+    return bn_train(be, sync, 0, n, c, s, x, gamma, beta, residual, relu, y, mean, invstd,
+                    running_mean, running_var, momentum, eps);
+}
+
+extern "C" vr_status vr_cuda_bn_forward_eval(vr_backend *be, int n, int c, int s, const float *x,
+                                             const float *gamma, const float *beta,
+                                             const float *residual, int relu, float *y,
+                                             const float *running_mean,
+                                             const float *running_var, float eps)
+{
+    return bn_eval(be, 0, n, c, s, x, gamma, beta, residual, relu, y, running_mean, running_var,
+                   eps);
+}
+
+extern "C" vr_status vr_cuda_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c,
+                                         int s, const float *dy, const float *y_relu,
+                                         const float *x, const float *gamma, const float *mean,
+                                         const float *invstd, float *dx, float *dgamma,
+                                         float *dbeta, float *dres)
+{
+    return bn_back(be, sync, 0, n, c, s, dy, y_relu, x, gamma, mean, invstd, dx, dgamma, dbeta,
+                   dres);
+}
+
+extern "C" vr_status vr_cuda_nhwc_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n,
+                                                   int c, int s, const float *x,
+                                                   const float *gamma, const float *beta,
+                                                   const float *residual, int relu, float *y,
+                                                   float *mean, float *invstd,
+                                                   float *running_mean, float *running_var,
+                                                   float momentum, float eps)
+{
+    return bn_train(be, sync, 1, n, c, s, x, gamma, beta, residual, relu, y, mean, invstd,
+                    running_mean, running_var, momentum, eps);
+}
+
+extern "C" vr_status vr_cuda_nhwc_bn_forward_eval(vr_backend *be, int n, int c, int s,
+                                                  const float *x, const float *gamma,
+                                                  const float *beta, const float *residual,
+                                                  int relu, float *y, const float *running_mean,
+                                                  const float *running_var, float eps)
+{
+    return bn_eval(be, 1, n, c, s, x, gamma, beta, residual, relu, y, running_mean, running_var,
+                   eps);
+}
+
+extern "C" vr_status vr_cuda_nhwc_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n,
+                                              int c, int s, const float *dy, const float *y_relu,
+                                              const float *x, const float *gamma,
+                                              const float *mean, const float *invstd, float *dx,
+                                              float *dgamma, float *dbeta, float *dres)
+{
+    return bn_back(be, sync, 1, n, c, s, dy, y_relu, x, gamma, mean, invstd, dx, dgamma, dbeta,
+                   dres);
 }

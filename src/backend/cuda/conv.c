@@ -8,10 +8,11 @@
  *
  * Math modes (cuda.h): FP32 runs NCHW float32 with FMA math only (no TF32); TF32 runs NCHW
  * float32 with cuDNN's default math, which may use TF32 tensor cores (PyTorch's default); BF16
- * converts the operands into bfloat16 NHWC in scratch (layout.cu), convolves with float32
- * accumulation on tensor cores, and converts the result back (adding into dw); a window with
- * no bfloat16 algorithm falls back to TF32. Biases are added and reduced in float32 NCHW in
- * every mode. */
+ * (cuda-bf16, whose activations are bfloat16 NHWC already) converts only the float32 filter
+ * into bfloat16 NHWC in scratch (layout.cu), convolves with float32 accumulation on tensor
+ * cores, and adds the filter gradient back into float32 dw; a window with no bfloat16
+ * algorithm falls back to TF32 on float32 NCHW copies of its activations. Biases are added and
+ * reduced in float32 NCHW in every mode. */
 #include "cuda.h"
 
 #include <string.h>
@@ -274,31 +275,31 @@ static vr_status plan_for(vr_backend *be, const vr_window *d, vr_cuda_conv **out
     return VR_OK;
 }
 
-/* Scratch of one call: in BF16 mode the bfloat16 input, filter and output (each 256-byte
- * aligned), then the workspace. */
+/* Scratch of one call (each piece 256-byte aligned): the bfloat16 filter of a BF16 plan; float32
+ * (N,C,H,W) copies of the input and output sides where the activations are bfloat16 but the
+ * plan is not (a window without a bfloat16 algorithm) or a bias needs them; the workspace. */
 typedef struct conv_scratch {
-    void *xb, *wb, *yb, *ws;
+    void *wb;
+    float *x32, *y32;
+    void *ws;
 } conv_scratch;
 
 static size_t align256(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 
-static vr_status conv_scratch_get(vr_backend *be, const vr_cuda_conv *p, size_t ws,
-                                  conv_scratch *s)
+static vr_status conv_scratch_get(vr_backend *be, const vr_cuda_conv *p, size_t ws, int x32,
+                                  int y32, conv_scratch *s)
 {
     const vr_window *d = &p->win;
-    size_t xb = 0, wb = 0, yb = 0;
-    if (p->bf16) {
-        xb = align256((size_t)d->n * d->c_in * d->h_in * d->w_in * 2);
-        wb = align256((size_t)d->c_out * d->c_in * d->kh * d->kw * 2);
-        yb = align256((size_t)d->n * d->c_out * d->h_out * d->w_out * 2);
-    }
+    size_t wb = p->bf16 ? align256((size_t)d->c_out * d->c_in * d->kh * d->kw * 2) : 0;
+    size_t xb = x32 ? align256((size_t)d->n * d->c_in * d->h_in * d->w_in * sizeof(float)) : 0;
+    size_t yb = y32 ? align256((size_t)d->n * d->c_out * d->h_out * d->w_out * sizeof(float)) : 0;
     void *base;
-    VR_TRY(vr_cuda_scratch(be, xb + wb + yb + ws, &base));
+    VR_TRY(vr_cuda_scratch(be, wb + xb + yb + ws, &base));
     char *b = (char *)base;
-    s->xb = b;
-    s->wb = b + xb;
-    s->yb = b + xb + wb;
-    s->ws = b + xb + wb + yb;
+    s->wb = b;
+    s->x32 = (float *)(b + wb);
+    s->y32 = (float *)(b + wb + xb);
+    s->ws = b + wb + xb + yb;
     return VR_OK;
 }
 
@@ -318,29 +319,33 @@ static vr_status from_bf16(vr_backend *be, int n, int c, int sp, const void *src
                          "vr_cuda_from_nhwc_bf16");
 }
 
+/* Activations of this backend in bfloat16 channels last (cuda-bf16). */
+static int act_bf16(const vr_backend *be) { return be->act == VR_ACT_BF16_NHWC; }
+
 vr_status vr_cuda_conv_forward(vr_backend *be, const vr_window *d, const float *x,
                                const float *w, const float *b, float *y)
 {
     vr_cuda_ctx *c = vr_cuda(be);
     vr_cuda_conv *p;
     VR_TRY(plan_for(be, d, &p));
+    const int act = act_bf16(be), fallback = act && !p->bf16;
+    const int in = d->h_in * d->w_in, out = d->h_out * d->w_out;
     conv_scratch s;
-    VR_TRY(conv_scratch_get(be, p, p->fwd_ws, &s));
+    VR_TRY(conv_scratch_get(be, p, p->fwd_ws, fallback, act && (fallback || b), &s));
+    if (p->bf16) VR_TRY(to_bf16(be, d->c_out, d->c_in, d->kh * d->kw, w, s.wb));
+    if (fallback) VR_TRY(from_bf16(be, d->n, d->c_in, in, x, 0, s.x32));
     const float one = 1.0f, zero = 0.0f;
-    const int bf16 = p->bf16;
-    if (bf16) {
-        VR_TRY(to_bf16(be, d->n, d->c_in, d->h_in * d->w_in, x, s.xb));
-        VR_TRY(to_bf16(be, d->c_out, d->c_in, d->kh * d->kw, w, s.wb));
-    }
     CONV_TRY(cudnnSetConvolutionMathType(p->conv, p->fwd_math), "cudnnSetConvolutionMathType", d);
-    CONV_TRY(cudnnConvolutionForward(c->dnn, &one, p->x, bf16 ? s.xb : (const void *)x, p->w,
-                                     bf16 ? s.wb : (const void *)w, p->conv, p->fwd, s.ws,
-                                     p->fwd_ws, &zero, p->y, bf16 ? s.yb : (void *)y),
+    CONV_TRY(cudnnConvolutionForward(c->dnn, &one, p->x, fallback ? (const void *)s.x32 : x, p->w,
+                                     p->bf16 ? s.wb : (const void *)w, p->conv, p->fwd, s.ws,
+                                     p->fwd_ws, &zero, p->y, fallback ? (void *)s.y32 : y),
              "cudnnConvolutionForward", d);
-    if (bf16) VR_TRY(from_bf16(be, d->n, d->c_out, d->h_out * d->w_out, s.yb, 0, y));
-    if (b)
-        CONV_TRY(cudnnAddTensor(c->dnn, &one, p->b32, b, &one, p->y32, y), "cudnnAddTensor", d);
-    return VR_OK;
+    if (!b) return fallback ? to_bf16(be, d->n, d->c_out, out, s.y32, y) : VR_OK;
+    /* the bias is added in float32 (N,C,H,W) */
+    float *y32 = act ? s.y32 : y;
+    if (act && !fallback) VR_TRY(from_bf16(be, d->n, d->c_out, out, y, 0, y32));
+    CONV_TRY(cudnnAddTensor(c->dnn, &one, p->b32, b, &one, p->y32, y32), "cudnnAddTensor", d);
+    return act ? to_bf16(be, d->n, d->c_out, out, y32, y) : VR_OK;
 }
 
 vr_status vr_cuda_conv_backward_data(vr_backend *be, const vr_window *d, const float *dy,
@@ -349,23 +354,20 @@ vr_status vr_cuda_conv_backward_data(vr_backend *be, const vr_window *d, const f
     vr_cuda_ctx *c = vr_cuda(be);
     vr_cuda_conv *p;
     VR_TRY(plan_for(be, d, &p));
+    const int fallback = act_bf16(be) && !p->bf16;
     conv_scratch s;
-    VR_TRY(conv_scratch_get(be, p, p->bwd_data_ws, &s));
+    VR_TRY(conv_scratch_get(be, p, p->bwd_data_ws, fallback, fallback, &s));
+    if (p->bf16) VR_TRY(to_bf16(be, d->c_out, d->c_in, d->kh * d->kw, w, s.wb));
+    if (fallback) VR_TRY(from_bf16(be, d->n, d->c_out, d->h_out * d->w_out, dy, 0, s.y32));
     const float one = 1.0f, zero = 0.0f;
-    const int bf16 = p->bf16;
-    if (bf16) {
-        VR_TRY(to_bf16(be, d->c_out, d->c_in, d->kh * d->kw, w, s.wb));
-        VR_TRY(to_bf16(be, d->n, d->c_out, d->h_out * d->w_out, dy, s.yb));
-    }
     CONV_TRY(cudnnSetConvolutionMathType(p->conv, p->bwd_data_math),
              "cudnnSetConvolutionMathType", d);
-    CONV_TRY(cudnnConvolutionBackwardData(c->dnn, &one, p->w, bf16 ? s.wb : (const void *)w,
-                                          p->y, bf16 ? s.yb : (const void *)dy, p->conv,
+    CONV_TRY(cudnnConvolutionBackwardData(c->dnn, &one, p->w, p->bf16 ? s.wb : (const void *)w,
+                                          p->y, fallback ? (const void *)s.y32 : dy, p->conv,
                                           p->bwd_data, s.ws, p->bwd_data_ws, &zero, p->x,
-                                          bf16 ? s.xb : (void *)dx),
+                                          fallback ? (void *)s.x32 : dx),
              "cudnnConvolutionBackwardData", d);
-    if (bf16) VR_TRY(from_bf16(be, d->n, d->c_in, d->h_in * d->w_in, s.xb, 0, dx));
-    return VR_OK;
+    return fallback ? to_bf16(be, d->n, d->c_in, d->h_in * d->w_in, s.x32, dx) : VR_OK;
 }
 
 vr_status vr_cuda_conv_backward_weight(vr_backend *be, const vr_window *d, const float *x,
@@ -374,25 +376,26 @@ vr_status vr_cuda_conv_backward_weight(vr_backend *be, const vr_window *d, const
     vr_cuda_ctx *c = vr_cuda(be);
     vr_cuda_conv *p;
     VR_TRY(plan_for(be, d, &p));
+    const int act = act_bf16(be), fallback = act && !p->bf16, dy32 = act && (fallback || db);
     conv_scratch s;
-    VR_TRY(conv_scratch_get(be, p, p->bwd_filter_ws, &s));
+    VR_TRY(conv_scratch_get(be, p, p->bwd_filter_ws, fallback, dy32, &s));
+    if (fallback) VR_TRY(from_bf16(be, d->n, d->c_in, d->h_in * d->w_in, x, 0, s.x32));
+    if (dy32) VR_TRY(from_bf16(be, d->n, d->c_out, d->h_out * d->w_out, dy, 0, s.y32));
     const float one = 1.0f, zero = 0.0f;
-    const int bf16 = p->bf16;
-    if (bf16) {
-        VR_TRY(to_bf16(be, d->n, d->c_in, d->h_in * d->w_in, x, s.xb));
-        VR_TRY(to_bf16(be, d->n, d->c_out, d->h_out * d->w_out, dy, s.yb));
-    }
     CONV_TRY(cudnnSetConvolutionMathType(p->conv, p->bwd_filter_math),
              "cudnnSetConvolutionMathType", d);
-    /* float32: dw += directly (beta 1); bfloat16: into scratch (beta 0), then added */
-    CONV_TRY(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, bf16 ? s.xb : (const void *)x,
-                                            p->y, bf16 ? s.yb : (const void *)dy, p->conv,
+    /* float32 filters: dw += directly (beta 1); bfloat16: into scratch (beta 0), then added */
+    CONV_TRY(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x,
+                                            fallback ? (const void *)s.x32 : x, p->y,
+                                            fallback ? (const void *)s.y32 : dy, p->conv,
                                             p->bwd_filter, s.ws, p->bwd_filter_ws,
-                                            bf16 ? &zero : &one, p->w, bf16 ? s.wb : (void *)dw),
+                                            p->bf16 ? &zero : &one, p->w,
+                                            p->bf16 ? s.wb : (void *)dw),
              "cudnnConvolutionBackwardFilter", d);
-    if (bf16) VR_TRY(from_bf16(be, d->c_out, d->c_in, d->kh * d->kw, s.wb, 1, dw));
+    if (p->bf16) VR_TRY(from_bf16(be, d->c_out, d->c_in, d->kh * d->kw, s.wb, 1, dw));
     if (db)
-        CONV_TRY(cudnnConvolutionBackwardBias(c->dnn, &one, p->y32, dy, &one, p->b32, db),
+        CONV_TRY(cudnnConvolutionBackwardBias(c->dnn, &one, p->y32, dy32 ? (const void *)s.y32 : dy,
+                                              &one, p->b32, db),
                  "cudnnConvolutionBackwardBias", d);
     return VR_OK;
 }

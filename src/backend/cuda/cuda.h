@@ -30,9 +30,10 @@ extern "C" {
 
 /* What the tensor cores may do: FP32 computes in float32 throughout (the reference precision);
  * TF32 lets convolutions and linear layers round their inputs to TF32 (PyTorch's default for
- * cuDNN convolutions); BF16 runs convolutions in bfloat16 (NHWC, tensor cores) and linear
- * layers with bfloat16 inputs, float32 accumulation. In every mode parameters, gradients,
- * optimiser state, batch norm and the VICReg loss stay float32. */
+ * cuDNN convolutions); BF16 keeps the ResNet's activations in bfloat16 NHWC (backend.h), runs
+ * convolutions in bfloat16 on tensor cores and linear layers with bfloat16 inputs, float32
+ * accumulation everywhere. In every mode parameters, gradients, optimiser state, batch norm
+ * statistics, the expander's activations and the VICReg loss stay float32. */
 typedef enum vr_cuda_math { VR_CUDA_FP32, VR_CUDA_TF32, VR_CUDA_BF16 } vr_cuda_math;
 
 typedef struct vr_cuda_conv vr_cuda_conv; /* a cached convolution plan, conv.c */
@@ -126,7 +127,18 @@ cudaError_t vr_cuda_to_nhwc_bf16(cudaStream_t s, int n, int c, int sp, const flo
                                  void *dst);
 cudaError_t vr_cuda_from_nhwc_bf16(cudaStream_t s, int n, int c, int sp, const void *src,
                                    int accumulate, float *dst);
-/* pool.cu */
+/* act_import and act_export of cuda-bf16 (layout.cu) */
+vr_status vr_cuda_act_import(vr_backend *be, int n, int c, int s, const float *src, float *dst);
+vr_status vr_cuda_act_export(vr_backend *be, int n, int c, int s, const float *src, float *dst);
+/* pool.cu; the nhwc_ ones over bfloat16 channels-last activations */
+vr_status vr_cuda_nhwc_maxpool_forward(vr_backend *be, const vr_window *d, const float *x,
+                                       float *y, int32_t *argmax);
+vr_status vr_cuda_nhwc_maxpool_backward(vr_backend *be, const vr_window *d, const float *dy,
+                                        const int32_t *argmax, float *dx);
+vr_status vr_cuda_nhwc_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x,
+                                       float *y);
+vr_status vr_cuda_nhwc_avgpool_backward(vr_backend *be, int n, int c, int s, const float *dy,
+                                        float *dx);
 vr_status vr_cuda_maxpool_forward(vr_backend *be, const vr_window *d, const float *x, float *y,
                                   int32_t *argmax);
 vr_status vr_cuda_maxpool_backward(vr_backend *be, const vr_window *d, const float *dy,
@@ -134,7 +146,22 @@ vr_status vr_cuda_maxpool_backward(vr_backend *be, const vr_window *d, const flo
 vr_status vr_cuda_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x, float *y);
 vr_status vr_cuda_avgpool_backward(vr_backend *be, int n, int c, int s, const float *dy,
                                    float *dx);
-/* batchnorm.cu */
+/* batchnorm.cu; the nhwc_ ones over bfloat16 channels-last activations (act_bn_*) */
+vr_status vr_cuda_nhwc_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c,
+                                        int s, const float *x, const float *gamma,
+                                        const float *beta, const float *residual, int relu,
+                                        float *y, float *mean, float *invstd,
+                                        float *running_mean, float *running_var, float momentum,
+                                        float eps);
+vr_status vr_cuda_nhwc_bn_forward_eval(vr_backend *be, int n, int c, int s, const float *x,
+                                       const float *gamma, const float *beta,
+                                       const float *residual, int relu, float *y,
+                                       const float *running_mean, const float *running_var,
+                                       float eps);
+vr_status vr_cuda_nhwc_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                   const float *dy, const float *y_relu, const float *x,
+                                   const float *gamma, const float *mean, const float *invstd,
+                                   float *dx, float *dgamma, float *dbeta, float *dres);
 vr_status vr_cuda_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c,
                                    int s, const float *x,
                                    const float *gamma, const float *beta, const float *residual,
@@ -157,6 +184,7 @@ vr_status vr_cuda_relu_backward(vr_backend *be, size_t count, const float *dy, c
 vr_status vr_cuda_add(vr_backend *be, size_t count, const float *a, const float *b, float *y);
 vr_status vr_cuda_accumulate(vr_backend *be, size_t count, const float *a, float *y);
 vr_status vr_cuda_fill(vr_backend *be, size_t count, float value, float *y);
+vr_status vr_cuda_nhwc_accumulate(vr_backend *be, size_t count, const float *a, float *y);
 vr_status vr_cuda_sum_squares(vr_backend *be, size_t count, const float *x, double *out);
 /* linear.cu */
 vr_status vr_cuda_linear_forward(vr_backend *be, int n, int in, int out, const float *x,

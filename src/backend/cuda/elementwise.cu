@@ -1,6 +1,8 @@
-/* Elementwise kernels over flat float arrays, the sum of squares behind gradient norms, and the
- * fixed-order sum of partials every reduction of the backend ends with. Same semantics as the
+/* Elementwise kernels over flat float arrays (and the sum of bfloat16 activations), the sum of
+ * squares behind gradient norms, and the fixed-order sum of partials every reduction of the
+ * backend ends with. Same semantics as the
  * CPU backend's elementwise.c: ReLU lets NaN through, as torch.relu. */
+#include "act.cuh"
 #include "cuda.h"
 #include "reduce.cuh"
 
@@ -33,6 +35,14 @@ static __global__ void accumulate_k(size_t n, const float *a, float *y)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         y[i] += a[i];
+}
+
+/* accumulate_k over bfloat16 activations: the sum in float, rounded once */
+static __global__ void accumulate_bf16_k(size_t n, const vr_bf16 *a, vr_bf16 *y)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        vr_st(y + i, vr_ld(y + i) + vr_ld(a + i));
 }
 
 static __global__ void fill_k(size_t n, float value, float *y)
@@ -103,6 +113,15 @@ extern "C" vr_status vr_cuda_accumulate(vr_backend *be, size_t count, const floa
     accumulate_k<<<vr_cuda_blocks(count, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                    vr_cuda(be)->stream>>>(count, a, y);
     return vr_cuda_launched("accumulate_k");
+}
+
+extern "C" vr_status vr_cuda_nhwc_accumulate(vr_backend *be, size_t count, const float *a,
+                                             float *y)
+{
+    if (!count) return VR_OK;
+    accumulate_bf16_k<<<vr_cuda_blocks(count, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                        vr_cuda(be)->stream>>>(count, (const vr_bf16 *)a, (vr_bf16 *)y);
+    return vr_cuda_launched("accumulate_bf16_k");
 }
 
 extern "C" vr_status vr_cuda_fill(vr_backend *be, size_t count, float value, float *y)

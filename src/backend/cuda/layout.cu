@@ -1,6 +1,7 @@
-/* Layout and type conversions for the bfloat16 convolutions: float32 (N,C,S) <-> bfloat16
- * (N,S,C), i.e. NCHW <-> NHWC with S = H*W (for filters, (Cout,Cin,KH*KW) <-> (Cout,KH*KW,Cin)),
- * the layout in which cuDNN runs bfloat16 convolutions on tensor cores.
+/* Layout and type conversions between float32 (N,C,S) and bfloat16 (N,S,C), i.e. NCHW <-> NHWC
+ * with S = H*W (for filters, (Cout,Cin,KH*KW) <-> (Cout,KH*KW,Cin)), the layout in which cuDNN
+ * runs bfloat16 convolutions on tensor cores and in which cuda-bf16 keeps its activations
+ * (act_import, act_export).
  *
  * Each is the transpose of N (C,S) matrices through a 32 x 33 tile of shared memory (the extra
  * column keeps the column reads free of bank conflicts), so reads and writes are both
@@ -75,4 +76,18 @@ extern "C" cudaError_t vr_cuda_from_nhwc_bf16(cudaStream_t s, int n, int c, int 
     from_nhwc_k<<<grid, dim3(TILE, ROWS), 0, s>>>(c, sp, (const __nv_bfloat16 *)src, accumulate,
                                                   dst);
     return cudaGetLastError();
+}
+
+extern "C" vr_status vr_cuda_act_import(vr_backend *be, int n, int c, int s, const float *src,
+                                        float *dst)
+{
+    return vr_cuda_check(vr_cuda_to_nhwc_bf16(vr_cuda(be)->stream, n, c, s, src, dst),
+                         "act_import (to bfloat16 channels last)");
+}
+
+extern "C" vr_status vr_cuda_act_export(vr_backend *be, int n, int c, int s, const float *src,
+                                        float *dst)
+{
+    return vr_cuda_check(vr_cuda_from_nhwc_bf16(vr_cuda(be)->stream, n, c, s, src, 0, dst),
+                         "act_export (from bfloat16 channels last)");
 }

@@ -4,7 +4,12 @@
  * cuDNN's pooling backward wants x and y instead of an argmax, so both directions are kernels
  * of our own. The max-pool backward gathers instead of scattering: each input position sums the
  * gradients of the windows whose argmax it is, visiting them in the order the CPU adds them
- * (row-major over the outputs), so it needs no atomics and gives the CPU's bits. */
+ * (row-major over the outputs), so it needs no atomics and gives the CPU's bits.
+ *
+ * The vr_cuda_nhwc_* kernels do the same over bfloat16 channels-last activations (cuda-bf16):
+ * consecutive threads take consecutive channels of one position, and the argmax is the same
+ * plane index, stored per output element in channels-last order. */
+#include "act.cuh"
 #include "cuda.h"
 #include "reduce.cuh"
 
@@ -92,6 +97,70 @@ static __global__ void maxpool_backward_k(vr_window d, size_t total, const float
     }
 }
 
+/* maxpool_forward_k over bfloat16 channels last: one thread per output element (N,OH,OW,C) */
+static __global__ void maxpool_forward_nhwc_k(vr_window d, size_t total, const vr_bf16 *x,
+                                              vr_bf16 *y, int32_t *argmax)
+{
+    const int c = d.c_in;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int ch = (int)(i % c);
+        size_t t = i / c;
+        const int ow = (int)(t % d.w_out);
+        t /= d.w_out;
+        const int oh = (int)(t % d.h_out);
+        const size_t n = t / d.h_out;
+        const vr_bf16 *xp = x + n * d.h_in * d.w_in * c + ch;
+        int h0 = oh * d.sh - d.ph, h1 = h0 + d.kh;
+        int w0 = ow * d.sw - d.pw, w1 = w0 + d.kw;
+        if (h0 < 0) h0 = 0;
+        if (h1 > d.h_in) h1 = d.h_in;
+        if (w0 < 0) w0 = 0;
+        if (w1 > d.w_in) w1 = d.w_in;
+        float best = -INFINITY;
+        int at = h0 * d.w_in + w0;
+        for (int ih = h0; ih < h1; ih++)
+            for (int iw = w0; iw < w1; iw++) {
+                float v = vr_ld(xp + (size_t)(ih * d.w_in + iw) * c);
+                if (v > best || isnan(v)) {
+                    best = v;
+                    at = ih * d.w_in + iw;
+                }
+            }
+        vr_st(y + i, best);
+        argmax[i] = at;
+    }
+}
+
+/* maxpool_backward_k over bfloat16 channels last: one thread per input element (N,H,W,C); the
+ * gradient is summed in float and rounded once */
+static __global__ void maxpool_backward_nhwc_k(vr_window d, size_t total, const vr_bf16 *dy,
+                                               const int32_t *argmax, vr_bf16 *dx)
+{
+    const int c = d.c_in;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int ch = (int)(i % c);
+        size_t t = i / c;
+        const int iw = (int)(t % d.w_in);
+        t /= d.w_in;
+        const int ih = (int)(t % d.h_in);
+        const size_t n = t / d.h_in;
+        const size_t base = n * d.h_out * d.w_out * c + ch;
+        const int32_t me = ih * d.w_in + iw;
+        int oh0, oh1, ow0, ow1;
+        covering(ih, d.kh, d.sh, d.ph, d.h_out, &oh0, &oh1);
+        covering(iw, d.kw, d.sw, d.pw, d.w_out, &ow0, &ow1);
+        float g = 0.0f;
+        for (int oh = oh0; oh <= oh1; oh++)
+            for (int ow = ow0; ow <= ow1; ow++) {
+                size_t o = base + (size_t)(oh * d.w_out + ow) * c;
+                if (argmax[o] == me) g += vr_ld(dy + o);
+            }
+        vr_st(dx + i, g);
+    }
+}
+
 /* one warp per plane of s floats: y = mean, summed in double */
 static __global__ void avgpool_forward_k(size_t planes, int s, const float *x, float *y)
 {
@@ -112,6 +181,29 @@ static __global__ void avgpool_backward_k(size_t total, int s, const float *dy, 
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x)
         dx[i] = dy[i / s] / (float)s;
+}
+
+/* over bfloat16 channels last: one thread per (n, ch), neighbouring threads on neighbouring
+ * channels; y = mean summed in double */
+static __global__ void avgpool_forward_nhwc_k(size_t planes, int c, int s, const vr_bf16 *x,
+                                              float *y)
+{
+    for (size_t pl = blockIdx.x * (size_t)blockDim.x + threadIdx.x; pl < planes;
+         pl += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = pl / c;
+        const vr_bf16 *xp = x + n * s * c + pl % c;
+        double sum = 0.0;
+        for (int j = 0; j < s; j++) sum += vr_ld(xp + (size_t)j * c);
+        y[pl] = (float)(sum / s);
+    }
+}
+
+static __global__ void avgpool_backward_nhwc_k(size_t total, int c, int s, const float *dy,
+                                               vr_bf16 *dx)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        vr_st(dx + i, dy[i / ((size_t)s * c) * c + i % c] / (float)s);
 }
 
 extern "C" vr_status vr_cuda_maxpool_forward(vr_backend *be, const vr_window *d, const float *x,
@@ -154,4 +246,49 @@ extern "C" vr_status vr_cuda_avgpool_backward(vr_backend *be, int n, int c, int 
     avgpool_backward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                          vr_cuda(be)->stream>>>(total, s, dy, dx);
     return vr_cuda_launched("avgpool_backward_k");
+}
+
+extern "C" vr_status vr_cuda_nhwc_maxpool_forward(vr_backend *be, const vr_window *d,
+                                                  const float *x, float *y, int32_t *argmax)
+{
+    VR_TRY(check_maxpool(d));
+    size_t total = (size_t)d->n * d->c_in * d->h_out * d->w_out;
+    maxpool_forward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                             vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)x, (vr_bf16 *)y,
+                                                    argmax);
+    return vr_cuda_launched("maxpool_forward_nhwc_k");
+}
+
+extern "C" vr_status vr_cuda_nhwc_maxpool_backward(vr_backend *be, const vr_window *d,
+                                                   const float *dy, const int32_t *argmax,
+                                                   float *dx)
+{
+    VR_TRY(check_maxpool(d));
+    size_t total = (size_t)d->n * d->c_in * d->h_in * d->w_in;
+    maxpool_backward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                              vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)dy, argmax,
+                                                     (vr_bf16 *)dx);
+    return vr_cuda_launched("maxpool_backward_nhwc_k");
+}
+
+extern "C" vr_status vr_cuda_nhwc_avgpool_forward(vr_backend *be, int n, int c, int s,
+                                                  const float *x, float *y)
+{
+    if (n < 1 || c < 1 || s < 1)
+        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    size_t planes = (size_t)n * c;
+    avgpool_forward_nhwc_k<<<vr_cuda_blocks(planes, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                             vr_cuda(be)->stream>>>(planes, c, s, (const vr_bf16 *)x, y);
+    return vr_cuda_launched("avgpool_forward_nhwc_k");
+}
+
+extern "C" vr_status vr_cuda_nhwc_avgpool_backward(vr_backend *be, int n, int c, int s,
+                                                   const float *dy, float *dx)
+{
+    if (n < 1 || c < 1 || s < 1)
+        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    size_t total = (size_t)n * c * s;
+    avgpool_backward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                              vr_cuda(be)->stream>>>(total, c, s, dy, (vr_bf16 *)dx);
+    return vr_cuda_launched("avgpool_backward_nhwc_k");
 }
