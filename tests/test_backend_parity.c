@@ -17,6 +17,14 @@
  *   sum of squares (relative)                                1e-12
  *   convolution, linear (y, dx, dw)                          1e-4 / 4e-3 / 3e-2
  *   bias gradients (float32 in every mode)                   1e-5
+ * Where the backend under test keeps activations in bfloat16 (cuda-bf16; backend.h), the ops
+ * on activations take them through act_import and act_export, their float32 inputs are
+ * rounded to bfloat16 first for both backends (so the comparison measures the op, not the
+ * input's rounding), and an activation output may differ by its own rounding: at most
+ * LIM_ACT_BF16 = 8e-3 (twice bfloat16's unit roundoff 2^-8: a result that lands near a
+ * rounding midpoint may round the other way after the other backend's float arithmetic)
+ * wherever the limit above is smaller.
+ * "activation storage" checks act_import's bits and layout (bfloat16 channels last) directly.
  * The float32 limit of the products leaves room for cuDNN's FFT and Winograd algorithms
  * (accurate to about 1e-5 of the largest output); the TF32 and BF16 ones are 5x and 7x the
  * errors of the same cases run on emulations of those roundings (below).
@@ -37,9 +45,10 @@
  * the suite prints "no CUDA device: <reason>; skipping" for them (VR_PARITY_REQUIRE_CUDA=1
  * makes that a failure) and, as in every run, checks the harness itself on the CPU:
  * "cpu-im2col" against "cpu" at the float32 limits; CPU backends whose convolutions and linear
- * layers round their operands to TF32 (truncation, the worst case) or to bfloat16 (and their
- * outputs, as cuda-bf16's convolutions do) at the TF32 and BF16 limits; and a backend with a
- * one-element fault in its convolution, which must be caught. VR_PARITY_VERBOSE=1 prints every
+ * layers round their operands to TF32 (truncation, the worst case) or to bfloat16, the latter
+ * also keeping its activations as cuda-bf16 does (bfloat16 channels last, every activation
+ * output rounded), at the TF32 and BF16 limits; and a backend with a one-element fault in its
+ * convolution, which must be caught. VR_PARITY_VERBOSE=1 prints every
  * error measured. The CPU backends use OMP_NUM_THREADS threads (all cores when unset). */
 #include "testutil.h"
 
@@ -68,6 +77,7 @@ static double lim_mm(void) /* convolution and linear products */
 #define LIM_LOSS 1e-5
 #define LIM_BIAS 1e-5
 #define LIM_SUMSQ 1e-12
+#define LIM_ACT_BF16 8e-3
 /* the training step, per precision */
 static const double STEP_TERMS[] = {1e-4, 1e-2, 3e-2};
 static const double STEP_Z[] = {1e-3, 3e-2, 2.5e-1};
@@ -111,6 +121,12 @@ static int near_scalar(const char *what, double got, double ref, double limit)
     return ok;
 }
 
+/* the backend under test keeps activations in bfloat16 */
+static int act_bf16(void) { return cur->dut->act == VR_ACT_BF16_NHWC; }
+
+/* limit of an activation output */
+static double lim_act(double limit) { return act_bf16() ? fmax(limit, LIM_ACT_BF16) : limit; }
+
 /* ------------------------------------------------------------------ buffers */
 static float *hbuf(size_t n)
 {
@@ -135,6 +151,48 @@ static float *to_host(vr_backend *be, float *d, size_t n)
     if (n) TU_OK(be->download(be, h, d, n));
     be->free(be, d);
     return h;
+}
+
+/* v rounded to bfloat16 (nearest even) */
+static float bf16_round(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* an activation input: rounded to bfloat16 in place where the backend under test stores
+ * activations so */
+static void act_input(float *x, size_t n)
+{
+    if (act_bf16())
+        for (size_t i = 0; i < n; i++) x[i] = bf16_round(x[i]);
+}
+
+/* A device activation of be from host float32 (N,C,S). */
+static float *act_dev(vr_backend *be, const float *h, int n, int c, size_t s)
+{
+    size_t count = (size_t)n * c * s;
+    if (be->act == VR_ACT_F32) return to_dev(be, h, count);
+    float *tmp = to_dev(be, h, count), *d = NULL;
+    TU_OK(be->alloc(be, (count ? count : 1) * sizeof(float), &d));
+    if (count) TU_OK(be->act_import(be, n, c, (int)s, tmp, d));
+    be->free(be, tmp);
+    return d;
+}
+
+/* A host float32 (N,C,S) copy of a device activation of be; frees the device buffer. */
+static float *act_host(vr_backend *be, float *d, int n, int c, size_t s)
+{
+    size_t count = (size_t)n * c * s;
+    if (be->act == VR_ACT_F32) return to_host(be, d, count);
+    float *tmp = NULL;
+    TU_OK(be->alloc(be, (count ? count : 1) * sizeof(float), &tmp));
+    if (count) TU_OK(be->act_export(be, n, c, (int)s, d, tmp));
+    be->free(be, d);
+    return to_host(be, tmp, count);
 }
 
 static float *rand_buf(size_t n, vr_rng *r, float lo, float hi)
@@ -179,16 +237,19 @@ static void conv_run(vr_backend *be, const vr_window *d, const float *x, const f
     size_t nx = (size_t)d->n * d->c_in * d->h_in * d->w_in;
     size_t ny = (size_t)d->n * d->c_out * d->h_out * d->w_out;
     size_t nw = (size_t)d->c_out * d->c_in * d->kh * d->kw, nb = (size_t)d->c_out;
-    float *X = to_dev(be, x, nx), *W = to_dev(be, w, nw), *B = b ? to_dev(be, b, nb) : NULL;
-    float *DY = to_dev(be, dy, ny), *DW = to_dev(be, dw0, nw), *DB = b ? to_dev(be, db0, nb) : NULL;
+    const size_t in = (size_t)d->h_in * d->w_in, out = (size_t)d->h_out * d->w_out;
+    float *X = act_dev(be, x, d->n, d->c_in, in), *W = to_dev(be, w, nw);
+    float *B = b ? to_dev(be, b, nb) : NULL;
+    float *DY = act_dev(be, dy, d->n, d->c_out, out), *DW = to_dev(be, dw0, nw);
+    float *DB = b ? to_dev(be, db0, nb) : NULL;
     float *Y, *DX;
     TU_OK(be->alloc(be, ny * sizeof(float), &Y));
     TU_OK(be->alloc(be, nx * sizeof(float), &DX));
     TU_OK(be->conv_forward(be, d, X, W, B, Y));
     TU_OK(be->conv_backward_data(be, d, DY, W, DX));
     TU_OK(be->conv_backward_weight(be, d, X, DY, DW, DB));
-    o->y = to_host(be, Y, ny);
-    o->dx = to_host(be, DX, nx);
+    o->y = act_host(be, Y, d->n, d->c_out, out);
+    o->dx = act_host(be, DX, d->n, d->c_in, in);
     o->dw = to_host(be, DW, nw);
     o->db = b ? to_host(be, DB, nb) : NULL;
     be->free(be, X);
@@ -219,6 +280,8 @@ static int conv_parity(vr_backend *ref, vr_backend *dut, const conv_case *c, int
     float *b = c->bias ? rand_buf((size_t)d.c_out, &r, -1, 1) : NULL;
     float *dy = rand_buf(ny, &r, -1, 1), *dw0 = rand_buf(nw, &r, -1, 1);
     float *db0 = rand_buf((size_t)d.c_out, &r, -1, 1);
+    act_input(x, nx);
+    act_input(dy, ny);
     conv_io a, e;
     conv_run(ref, &d, x, w, b, dy, dw0, db0, &a);
     conv_run(dut, &d, x, w, b, dy, dw0, db0, &e);
@@ -262,6 +325,7 @@ typedef struct bn_io {
 
 typedef struct bn_in {
     int n, c, s, res, relu;
+    int act; /* the act_bn_* entries, over activations; else bn_* over float32 */
     const float *x, *r, *gamma, *beta, *rm, *rv, *dy, *dgamma, *dbeta;
     const vr_bn_sync *sync;
 } bn_in;
@@ -289,10 +353,14 @@ static const vr_bn_sync twin_sync = {NULL, 2, twin_gather, twin_reduce};
 static void bn_run(vr_backend *be, const bn_in *in, bn_io *o)
 {
     size_t cnt = (size_t)in->n * in->c * in->s, c = (size_t)in->c;
-    float *X = to_dev(be, in->x, cnt), *R = in->res ? to_dev(be, in->r, cnt) : NULL;
+    const int act = in->act && be->act != VR_ACT_F32;
+    /* an activation of the case's shape: to the device and back */
+#define BN_DEV(h) (act ? act_dev(be, (h), in->n, in->c, (size_t)in->s) : to_dev(be, (h), cnt))
+#define BN_HOST(d) (act ? act_host(be, (d), in->n, in->c, (size_t)in->s) : to_host(be, (d), cnt))
+    float *X = BN_DEV(in->x), *R = in->res ? BN_DEV(in->r) : NULL;
     float *G = to_dev(be, in->gamma, c), *B = to_dev(be, in->beta, c);
     float *RM = to_dev(be, in->rm, c), *RV = to_dev(be, in->rv, c);
-    float *DY = to_dev(be, in->dy, cnt), *DG = to_dev(be, in->dgamma, c), *DB = to_dev(be, in->dbeta, c);
+    float *DY = BN_DEV(in->dy), *DG = to_dev(be, in->dgamma, c), *DB = to_dev(be, in->dbeta, c);
     float *Y, *YE, *M, *IS, *DX, *DR = NULL;
     TU_OK(be->alloc(be, cnt * sizeof(float), &Y));
     TU_OK(be->alloc(be, cnt * sizeof(float), &YE));
@@ -301,21 +369,24 @@ static void bn_run(vr_backend *be, const bn_in *in, bn_io *o)
     TU_OK(be->alloc(be, cnt * sizeof(float), &DX));
     if (in->res) TU_OK(be->alloc(be, cnt * sizeof(float), &DR));
     /* evaluation first: it reads the running statistics before training updates them */
-    TU_OK(be->bn_forward_eval(be, in->n, in->c, in->s, X, G, B, R, in->relu, YE, RM, RV, 1e-5f));
-    TU_OK(be->bn_forward_train(be, in->sync, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS,
-                               RM, RV, 0.1f, 1e-5f));
-    TU_OK(be->bn_backward(be, in->sync, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS,
-                          DX, DG, DB, DR));
-    o->y = to_host(be, Y, cnt);
-    o->y_eval = to_host(be, YE, cnt);
+    TU_OK((in->act ? be->act_bn_forward_eval : be->bn_forward_eval)(
+        be, in->n, in->c, in->s, X, G, B, R, in->relu, YE, RM, RV, 1e-5f));
+    TU_OK((in->act ? be->act_bn_forward_train : be->bn_forward_train)(
+        be, in->sync, in->n, in->c, in->s, X, G, B, R, in->relu, Y, M, IS, RM, RV, 0.1f, 1e-5f));
+    TU_OK((in->act ? be->act_bn_backward : be->bn_backward)(
+        be, in->sync, in->n, in->c, in->s, DY, in->relu ? Y : NULL, X, G, M, IS, DX, DG, DB, DR));
+    o->y = BN_HOST(Y);
+    o->y_eval = BN_HOST(YE);
     o->mean = to_host(be, M, c);
     o->invstd = to_host(be, IS, c);
     o->rm = to_host(be, RM, c);
     o->rv = to_host(be, RV, c);
-    o->dx = to_host(be, DX, cnt);
+    o->dx = BN_HOST(DX);
     o->dgamma = to_host(be, DG, c);
     o->dbeta = to_host(be, DB, c);
-    o->dres = in->res ? to_host(be, DR, cnt) : NULL;
+    o->dres = in->res ? BN_HOST(DR) : NULL;
+#undef BN_DEV
+#undef BN_HOST
     be->free(be, X);
     if (R) be->free(be, R);
     be->free(be, G), be->free(be, B), be->free(be, DY);
@@ -328,16 +399,18 @@ static void bn_io_free(bn_io *o)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
+/* Every case and fusion through bn_* (float32) and act_bn_* (activations). */
 static void test_batchnorm(void)
 {
     /* fusions: none, ReLU, residual + ReLU (a ResNet block's last BN) */
     static const int fuse[3][2] = {{0, 0}, {0, 1}, {1, 1}};
     for (int i = 0; i < NBN; i++)
-        for (int f = 0; f < 6; f++) { /* f >= 3: the same fusions with SyncBN (twin_sync) */
+        for (int f = 0; f < 12; f++) { /* f % 6 >= 3: with SyncBN (twin_sync); f >= 6: act_bn_* */
             const bn_case *k = &bn_cases[i];
+            const int act = f >= 6, sync = f % 6 >= 3;
             size_t cnt = (size_t)k->n * k->c * k->s, c = (size_t)k->c;
             vr_rng r;
-            vr_rng_seed(&r, 200 + (uint64_t)(3 * i + f));
+            vr_rng_seed(&r, 200 + (uint64_t)(3 * i + f % 6));
             /* channels with different means and spreads, a mean large against its spread
              * among them */
             float *x = hbuf(cnt);
@@ -349,27 +422,35 @@ static void test_batchnorm(void)
             float *gamma = rand_buf(c, &r, 0.5f, 1.5f), *beta = rand_buf(c, &r, -0.5f, 0.5f);
             float *rm = rand_buf(c, &r, -1, 1), *rv = rand_buf(c, &r, 0.5f, 2.0f);
             float *dg = rand_buf(c, &r, -1, 1), *db = rand_buf(c, &r, -1, 1);
-            bn_in in = {k->n, k->c, k->s, fuse[f % 3][0], fuse[f % 3][1], x, res, gamma, beta, rm,
-                        rv, dy, dg, db, f >= 3 ? &twin_sync : NULL};
+            if (act) {
+                act_input(x, cnt);
+                act_input(res, cnt);
+                act_input(dy, cnt);
+            }
+            bn_in in = {k->n, k->c, k->s, fuse[f % 3][0], fuse[f % 3][1], act, x, res, gamma,
+                        beta, rm, rv, dy, dg, db, sync ? &twin_sync : NULL};
             bn_io a, e;
             bn_run(ref_be, &in, &a);
             bn_run(cur->dut, &in, &e);
+            /* activation outputs may carry their own rounding */
+            const double lim_y = act ? lim_act(LIM_BN) : LIM_BN;
             char what[96];
-#define BN_NEAR(field, count)                                                              \
+#define BN_NEAR(field, count, limit)                                                       \
     do {                                                                                    \
-        snprintf(what, sizeof what, "bn (%d,%d,%d) fuse %d %s", k->n, k->c, k->s, f, #field); \
-        CU_ASSERT(near(what, e.field, a.field, (count), LIM_BN, 1e-30));                    \
+        snprintf(what, sizeof what, "bn%s (%d,%d,%d) fuse %d %s", act ? " act" : "", k->n,  \
+                 k->c, k->s, f % 6, #field);                                                \
+        CU_ASSERT(near(what, e.field, a.field, (count), (limit), 1e-30));                   \
     } while (0)
-            BN_NEAR(y, cnt);
-            BN_NEAR(y_eval, cnt);
-            BN_NEAR(mean, c);
-            BN_NEAR(invstd, c);
-            BN_NEAR(rm, c);
-            BN_NEAR(rv, c);
-            BN_NEAR(dx, cnt);
-            BN_NEAR(dgamma, c);
-            BN_NEAR(dbeta, c);
-            if (in.res) BN_NEAR(dres, cnt);
+            BN_NEAR(y, cnt, lim_y);
+            BN_NEAR(y_eval, cnt, lim_y);
+            BN_NEAR(mean, c, LIM_BN);
+            BN_NEAR(invstd, c, LIM_BN);
+            BN_NEAR(rm, c, LIM_BN);
+            BN_NEAR(rv, c, LIM_BN);
+            BN_NEAR(dx, cnt, lim_y);
+            BN_NEAR(dgamma, c, LIM_BN);
+            BN_NEAR(dbeta, c, LIM_BN);
+            if (in.res) BN_NEAR(dres, cnt, LIM_BN);
 #undef BN_NEAR
             bn_io_free(&a);
             bn_io_free(&e);
@@ -398,6 +479,15 @@ static float *ew_run(vr_backend *be, int op, size_t n, const float *a, const flo
     return to_host(be, out, n);
 }
 
+/* y += a through act_accumulate over (1,1,n) activations; returns y */
+static float *act_acc_run(vr_backend *be, size_t n, const float *a, const float *y)
+{
+    float *A = act_dev(be, a, 1, 1, n), *Y = act_dev(be, y, 1, 1, n);
+    TU_OK(be->act_accumulate(be, n, A, Y));
+    be->free(be, A);
+    return act_host(be, Y, 1, 1, n);
+}
+
 static void test_elementwise(void)
 {
     static const char *names[] = {"relu", "relu backward", "add", "accumulate", "fill"};
@@ -414,6 +504,17 @@ static void test_elementwise(void)
             CU_ASSERT(near(what, da, ra, n, LIM_EXACT, 1e-30));
             free(ra), free(da);
         }
+        /* act_accumulate over an activation of (1,1,n): the same order in every layout */
+        float *ar = hbuf(n), *br = hbuf(n);
+        memcpy(ar, a, n * sizeof(float));
+        memcpy(br, b, n * sizeof(float));
+        act_input(ar, n);
+        act_input(br, n);
+        float *ra = act_acc_run(ref_be, n, ar, br), *da = act_acc_run(cur->dut, n, ar, br);
+        char awhat[64];
+        snprintf(awhat, sizeof awhat, "act accumulate n %zu", n);
+        CU_ASSERT(near(awhat, da, ra, n, lim_act(LIM_EXACT), 1e-30));
+        free(ar), free(br), free(ra), free(da);
         double s1, s2;
         float *A = to_dev(ref_be, a, n);
         TU_OK(ref_be->sum_squares(ref_be, n, A, &s1));
@@ -425,6 +526,44 @@ static void test_elementwise(void)
         snprintf(what, sizeof what, "sum of squares n %zu", n);
         CU_ASSERT(near_scalar(what, s2, s1, LIM_SUMSQ));
         free(a), free(b);
+    }
+}
+
+/* ------------------------------------------------------------------ activation storage */
+/* act_import's bits: bfloat16 (nearest even) in (N,S,C) order, in the first half of the
+ * buffer, for odd sizes; act_export gives the rounded float32 back exactly. */
+static void test_act_storage(void)
+{
+    vr_backend *be = cur->dut;
+    if (be->act == VR_ACT_F32) return;
+    static const int shapes[][3] = {{2, 5, 7}, {3, 64, 9}, {1, 3, 1}};
+    for (int t = 0; t < 3; t++) {
+        int n = shapes[t][0], c = shapes[t][1], s = shapes[t][2];
+        size_t count = (size_t)n * c * s;
+        vr_rng r;
+        vr_rng_seed(&r, 350 + (uint64_t)t);
+        float *x = rand_buf(count, &r, -3, 3);
+        uint16_t *want = calloc(count, sizeof *want);
+        float *round = hbuf(count);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+        for (int i = 0; i < n; i++)
+            for (int ch = 0; ch < c; ch++)
+                for (int p = 0; p < s; p++) {
+                    size_t at = ((size_t)i * c + ch) * s + p;
+                    float v = bf16_round(x[at]);
+                    uint32_t u;
+                    memcpy(&u, &v, sizeof u);
+                    want[((size_t)i * s + p) * c + ch] = (uint16_t)(u >> 16);
+                    round[at] = v;
+                }
+        float *D = act_dev(be, x, n, c, (size_t)s);
+        size_t floats = vr_act_floats(be, count);
+        float *raw = hbuf(floats);
+        TU_OK(be->download(be, raw, D, floats));
+        CU_ASSERT_EQUAL(memcmp(raw, want, count * sizeof *want), 0);
+        float *back = act_host(be, D, n, c, (size_t)s);
+        CU_ASSERT_EQUAL(memcmp(back, round, count * sizeof(float)), 0);
+        free(x), free(want), free(round), free(raw), free(back);
     }
 }
 
@@ -442,20 +581,36 @@ static const pool_case pool_cases[] = {
 };
 #define NPOOL (int)(sizeof pool_cases / sizeof pool_cases[0])
 
+/* The argmax of a backend with channels-last activations, (N,S,C) -> (N,C,S) order; frees a. */
+static int32_t *argmax_nchw(int32_t *a, int n, int c, size_t s)
+{
+    int32_t *o = (int32_t *)hbuf((size_t)n * c * s);
+    for (int i = 0; i < n; i++)
+        for (size_t p = 0; p < s; p++)
+            for (int ch = 0; ch < c; ch++)
+                o[((size_t)i * c + ch) * s + p] = a[((size_t)i * s + p) * c + ch];
+    free(a);
+    return o;
+}
+
+/* y, dx host float32 (N,C,S); argmax in (N,C,OH,OW) order */
 static void maxpool_run(vr_backend *be, const vr_window *d, const float *x, const float *dy,
                         float **y, int32_t **argmax, float **dx)
 {
     size_t nx = (size_t)d->n * d->c_in * d->h_in * d->w_in;
     size_t ny = (size_t)d->n * d->c_in * d->h_out * d->w_out;
-    float *X = to_dev(be, x, nx), *DY = to_dev(be, dy, ny), *Y, *A, *DX;
+    const size_t in = (size_t)d->h_in * d->w_in, out = (size_t)d->h_out * d->w_out;
+    float *X = act_dev(be, x, d->n, d->c_in, in), *DY = act_dev(be, dy, d->n, d->c_in, out);
+    float *Y, *A, *DX;
     TU_OK(be->alloc(be, ny * sizeof(float), &Y));
     TU_OK(be->alloc(be, ny * sizeof(int32_t), &A));
     TU_OK(be->alloc(be, nx * sizeof(float), &DX));
     TU_OK(be->maxpool_forward(be, d, X, Y, (int32_t *)A));
     TU_OK(be->maxpool_backward(be, d, DY, (const int32_t *)A, DX));
-    *y = to_host(be, Y, ny);
+    *y = act_host(be, Y, d->n, d->c_in, out);
     *argmax = (int32_t *)to_host(be, A, ny); /* int32 and float are both 4 bytes */
-    *dx = to_host(be, DX, nx);
+    if (be->act == VR_ACT_BF16_NHWC) *argmax = argmax_nchw(*argmax, d->n, d->c_in, out);
+    *dx = act_host(be, DX, d->n, d->c_in, in);
     be->free(be, X);
     be->free(be, DY);
 }
@@ -474,6 +629,7 @@ static void test_pool(void)
         float *x = hbuf(nx);
         for (size_t j = 0; j < nx; j++) x[j] = (float)(int)(4.0f * vr_rng_uniform(&r)) - 2.0f;
         float *dy = rand_buf(ny, &r, -1, 1);
+        act_input(dy, ny); /* x is exact in bfloat16 */
         float *ya, *dxa, *ye, *dxe;
         int32_t *aa, *ae;
         maxpool_run(ref_be, &d, x, dy, &ya, &aa, &dxa);
@@ -482,7 +638,7 @@ static void test_pool(void)
         snprintf(what, sizeof what, "maxpool %d y", i);
         CU_ASSERT(near(what, ye, ya, ny, LIM_EXACT, 1e-30));
         snprintf(what, sizeof what, "maxpool %d dx", i);
-        CU_ASSERT(near(what, dxe, dxa, nx, LIM_EXACT, 1e-30));
+        CU_ASSERT(near(what, dxe, dxa, nx, lim_act(LIM_EXACT), 1e-30));
         CU_ASSERT_EQUAL(memcmp(ae, aa, ny * sizeof(int32_t)), 0);
         free(x), free(dy), free(ya), free(dxa), free(ye), free(dxe), free(aa), free(ae);
     }
@@ -493,17 +649,18 @@ static void test_pool(void)
         vr_rng r;
         vr_rng_seed(&r, 450 + (uint64_t)i);
         float *x = rand_buf(nx, &r, -1, 3), *dy = rand_buf(ny, &r, -1, 1);
+        act_input(x, nx);
         float *out[2][2];
         vr_backend *bes[2] = {ref_be, cur->dut};
         for (int b = 0; b < 2; b++) {
             vr_backend *be = bes[b];
-            float *X = to_dev(be, x, nx), *DY = to_dev(be, dy, ny), *Y, *DX;
+            float *X = act_dev(be, x, n, c, (size_t)s), *DY = to_dev(be, dy, ny), *Y, *DX;
             TU_OK(be->alloc(be, ny * sizeof(float), &Y));
             TU_OK(be->alloc(be, nx * sizeof(float), &DX));
             TU_OK(be->avgpool_forward(be, n, c, s, X, Y));
             TU_OK(be->avgpool_backward(be, n, c, s, DY, DX));
             out[b][0] = to_host(be, Y, ny);
-            out[b][1] = to_host(be, DX, nx);
+            out[b][1] = act_host(be, DX, n, c, (size_t)s);
             be->free(be, X);
             be->free(be, DY);
         }
@@ -511,7 +668,7 @@ static void test_pool(void)
         snprintf(what, sizeof what, "avgpool (%d,%d,%d) y", n, c, s);
         CU_ASSERT(near(what, out[1][0], out[0][0], ny, LIM_POOL, 1e-30));
         snprintf(what, sizeof what, "avgpool (%d,%d,%d) dx", n, c, s);
-        CU_ASSERT(near(what, out[1][1], out[0][1], nx, LIM_EXACT, 1e-30));
+        CU_ASSERT(near(what, out[1][1], out[0][1], nx, lim_act(LIM_EXACT), 1e-30));
         free(x), free(dy);
         for (int b = 0; b < 2; b++) free(out[b][0]), free(out[b][1]);
     }
@@ -842,8 +999,9 @@ static void test_train_step(void)
 /* ------------------------------------------------------------------ emulated precisions
  * A CPU backend whose convolutions and linear layers round their operands as a tensor-core
  * mode does: TF32 truncates them to 10 mantissa bits; BF16 rounds them to bfloat16 (nearest
- * even) and, for convolutions, the results as well (cuda-bf16 converts the bfloat16 outputs of
- * cuDNN). Biases stay float32. FAULT adds an error of 1e-3 of the largest |y| to one output of
+ * even) and keeps its activations as cuda-bf16 does, in bfloat16 channels last (host memory),
+ * every op on them computing in float32 on an exported copy and rounding its outputs on
+ * import. Biases stay float32. FAULT adds an error of 1e-3 of the largest |y| to one output of
  * every convolution. */
 enum { EMU_TF32, EMU_BF16, EMU_FAULT };
 
@@ -855,12 +1013,10 @@ typedef struct emu_backend {
 
 static float round_to(float v, int mode)
 {
+    if (mode == EMU_BF16) return bf16_round(v);
     uint32_t u;
     memcpy(&u, &v, sizeof u);
-    if (mode == EMU_TF32)
-        u &= 0xffffe000u;
-    else
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    u &= 0xffffe000u;
     memcpy(&v, &u, sizeof v);
     return v;
 }
@@ -881,6 +1037,58 @@ static void round_in_place(float *x, size_t n, int mode)
 
 static emu_backend *emu_of(vr_backend *be) { return (emu_backend *)be; }
 
+/* bfloat16 (N,S,C) activations <-> float32 (N,C,S) */
+static vr_status emu_act_import(vr_backend *be, int n, int c, int s, const float *src, float *dst)
+{
+    (void)be;
+    uint16_t *o = (uint16_t *)(void *)dst;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < s; p++) {
+                float v = bf16_round(src[((size_t)i * c + ch) * s + p]);
+                uint32_t u;
+                memcpy(&u, &v, sizeof u);
+                o[((size_t)i * s + p) * c + ch] = (uint16_t)(u >> 16);
+            }
+    return VR_OK;
+}
+
+static vr_status emu_act_export(vr_backend *be, int n, int c, int s, const float *src, float *dst)
+{
+    (void)be;
+    const uint16_t *a = (const uint16_t *)(const void *)src;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < s; p++) {
+                uint32_t u = (uint32_t)a[((size_t)i * s + p) * c + ch] << 16;
+                memcpy(&dst[((size_t)i * c + ch) * s + p], &u, sizeof u);
+            }
+    return VR_OK;
+}
+
+/* a float32 (N,C,S) host copy of an activation of (n,c,s) (NULL stays NULL) */
+static float *ex(const float *a, int n, int c, size_t s)
+{
+    if (!a) return NULL;
+    float *f = hbuf((size_t)n * c * s);
+    emu_act_export(NULL, n, c, (int)s, a, f);
+    return f;
+}
+
+/* An operand of a product: an activation exported (BF16), or float32 rounded (TF32). */
+static float *operand(const emu_backend *e, const float *x, int n, int c, size_t s)
+{
+    return e->mode == EMU_BF16 ? ex(x, n, c, s) : rounded(x, (size_t)n * c * s, e->mode);
+}
+
+/* A result y32 (N,C,S) into out: imported (BF16) or as it is; frees y32. */
+static void result(const emu_backend *e, float *y32, int n, int c, size_t s, float *out)
+{
+    if (e->mode == EMU_BF16) emu_act_import(NULL, n, c, (int)s, y32, out);
+    else memcpy(out, y32, (size_t)n * c * s * sizeof(float));
+    free(y32);
+}
+
 /* b (C) added to y (N,C,S) */
 static void add_bias(float *y, const float *b, int n, int c, size_t s)
 {
@@ -893,17 +1101,19 @@ static vr_status emu_conv_forward(vr_backend *be, const vr_window *d, const floa
                                   const float *w, const float *b, float *y)
 {
     emu_backend *e = emu_of(be);
-    size_t nx = (size_t)d->n * d->c_in * d->h_in * d->w_in, nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
-    size_t s = (size_t)d->h_out * d->w_out, ny = (size_t)d->n * d->c_out * s;
+    size_t nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
+    size_t in = (size_t)d->h_in * d->w_in, s = (size_t)d->h_out * d->w_out;
+    size_t ny = (size_t)d->n * d->c_out * s;
     if (e->mode == EMU_FAULT) {
         VR_TRY(e->cpu->conv_forward(be, d, x, w, b, y));
         y[ny / 2] += 1e-3f * max_abs(y, ny);
         return VR_OK;
     }
-    float *xr = rounded(x, nx, e->mode), *wr = rounded(w, nw, e->mode);
-    vr_status st = e->cpu->conv_forward(be, d, xr, wr, NULL, y);
-    if (e->mode == EMU_BF16) round_in_place(y, ny, e->mode);
-    if (b) add_bias(y, b, d->n, d->c_out, s);
+    float *xr = operand(e, x, d->n, d->c_in, in), *wr = rounded(w, nw, e->mode), *y32 = hbuf(ny);
+    vr_status st = e->cpu->conv_forward(be, d, xr, wr, NULL, y32);
+    if (e->mode == EMU_BF16) round_in_place(y32, ny, e->mode); /* cuDNN's bfloat16 output */
+    if (b) add_bias(y32, b, d->n, d->c_out, s);
+    result(e, y32, d->n, d->c_out, s, y);
     free(xr), free(wr);
     return st;
 }
@@ -912,12 +1122,12 @@ static vr_status emu_conv_backward_data(vr_backend *be, const vr_window *d, cons
                                         const float *w, float *dx)
 {
     emu_backend *e = emu_of(be);
-    size_t nx = (size_t)d->n * d->c_in * d->h_in * d->w_in, nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
-    size_t ny = (size_t)d->n * d->c_out * d->h_out * d->w_out;
-    if (e->mode == EMU_FAULT) return e->cpu->conv_backward_data(be, d, dy, w, dx);
-    float *dyr = rounded(dy, ny, e->mode), *wr = rounded(w, nw, e->mode);
-    vr_status st = e->cpu->conv_backward_data(be, d, dyr, wr, dx);
-    if (e->mode == EMU_BF16) round_in_place(dx, nx, e->mode);
+    size_t nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
+    size_t in = (size_t)d->h_in * d->w_in, out = (size_t)d->h_out * d->w_out;
+    float *dyr = operand(e, dy, d->n, d->c_out, out), *wr = rounded(w, nw, e->mode);
+    float *dx32 = hbuf((size_t)d->n * d->c_in * in);
+    vr_status st = e->cpu->conv_backward_data(be, d, dyr, wr, dx32);
+    result(e, dx32, d->n, d->c_in, in, dx);
     free(dyr), free(wr);
     return st;
 }
@@ -926,21 +1136,140 @@ static vr_status emu_conv_backward_weight(vr_backend *be, const vr_window *d, co
                                           const float *dy, float *dw, float *db)
 {
     emu_backend *e = emu_of(be);
-    size_t nx = (size_t)d->n * d->c_in * d->h_in * d->w_in, nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
-    size_t s = (size_t)d->h_out * d->w_out, ny = (size_t)d->n * d->c_out * s;
-    if (e->mode == EMU_FAULT) return e->cpu->conv_backward_weight(be, d, x, dy, dw, db);
-    float *xr = rounded(x, nx, e->mode), *dyr = rounded(dy, ny, e->mode), *part = hbuf(nw);
+    size_t nw = (size_t)d->c_out * d->c_in * d->kh * d->kw;
+    size_t in = (size_t)d->h_in * d->w_in, s = (size_t)d->h_out * d->w_out;
+    float *xr = operand(e, x, d->n, d->c_in, in), *dyr = operand(e, dy, d->n, d->c_out, s);
+    float *part = hbuf(nw);
     vr_status st = e->cpu->conv_backward_weight(be, d, xr, dyr, part, NULL);
     if (e->mode == EMU_BF16) round_in_place(part, nw, e->mode);
     for (size_t i = 0; i < nw; i++) dw[i] += part[i];
-    if (db)
+    if (db) { /* from dy as the backend holds it */
+        float *dy32 = e->mode == EMU_BF16 ? ex(dy, d->n, d->c_out, s) : NULL;
+        const float *g = dy32 ? dy32 : dy;
         for (int ch = 0; ch < d->c_out; ch++) {
             double sum = 0.0;
             for (int i = 0; i < d->n; i++)
-                for (size_t j = 0; j < s; j++) sum += dy[((size_t)i * d->c_out + ch) * s + j];
+                for (size_t j = 0; j < s; j++) sum += g[((size_t)i * d->c_out + ch) * s + j];
             db[ch] += (float)sum;
         }
+        free(dy32);
+    }
     free(xr), free(dyr), free(part);
+    return st;
+}
+
+/* The BF16 emulation's batch norms, pools and accumulation over its activations: the CPU's
+ * kernels on float32 copies, the activation outputs rounded on import. */
+static vr_status emu_bn_forward_train(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                      const float *x, const float *gamma, const float *beta,
+                                      const float *residual, int relu, float *y, float *mean,
+                                      float *invstd, float *running_mean, float *running_var,
+                                      float momentum, float eps)
+{
+    emu_backend *e = emu_of(be);
+    float *x32 = ex(x, n, c, (size_t)s), *r32 = ex(residual, n, c, (size_t)s);
+    float *y32 = hbuf((size_t)n * c * s);
+    vr_status st = e->cpu->bn_forward_train(be, sync, n, c, s, x32, gamma, beta, r32, relu, y32,
+                                            mean, invstd, running_mean, running_var, momentum, eps);
+    result(e, y32, n, c, (size_t)s, y);
+    free(x32), free(r32);
+    return st;
+}
+
+static vr_status emu_bn_forward_eval(vr_backend *be, int n, int c, int s, const float *x,
+                                     const float *gamma, const float *beta, const float *residual,
+                                     int relu, float *y, const float *running_mean,
+                                     const float *running_var, float eps)
+{
+    emu_backend *e = emu_of(be);
+    float *x32 = ex(x, n, c, (size_t)s), *r32 = ex(residual, n, c, (size_t)s);
+    float *y32 = hbuf((size_t)n * c * s);
+    vr_status st = e->cpu->bn_forward_eval(be, n, c, s, x32, gamma, beta, r32, relu, y32,
+                                           running_mean, running_var, eps);
+    result(e, y32, n, c, (size_t)s, y);
+    free(x32), free(r32);
+    return st;
+}
+
+static vr_status emu_bn_backward(vr_backend *be, const vr_bn_sync *sync, int n, int c, int s,
+                                 const float *dy, const float *y_relu, const float *x,
+                                 const float *gamma, const float *mean, const float *invstd,
+                                 float *dx, float *dgamma, float *dbeta, float *dres)
+{
+    emu_backend *e = emu_of(be);
+    size_t cnt = (size_t)n * c * s;
+    float *dy32 = ex(dy, n, c, (size_t)s), *yr32 = ex(y_relu, n, c, (size_t)s);
+    float *x32 = ex(x, n, c, (size_t)s), *dx32 = hbuf(cnt), *dr32 = dres ? hbuf(cnt) : NULL;
+    vr_status st = e->cpu->bn_backward(be, sync, n, c, s, dy32, yr32, x32, gamma, mean, invstd,
+                                       dx32, dgamma, dbeta, dr32);
+    result(e, dx32, n, c, (size_t)s, dx);
+    if (dres) result(e, dr32, n, c, (size_t)s, dres);
+    free(dy32), free(yr32), free(x32);
+    return st;
+}
+
+static vr_status emu_act_accumulate(vr_backend *be, size_t count, const float *a, float *y)
+{
+    emu_backend *e = emu_of(be);
+    float *a32 = ex(a, 1, 1, count), *y32 = ex(y, 1, 1, count);
+    for (size_t i = 0; i < count; i++) y32[i] += a32[i];
+    result(e, y32, 1, 1, count, y);
+    free(a32);
+    return VR_OK;
+}
+
+static vr_status emu_maxpool_forward(vr_backend *be, const vr_window *d, const float *x, float *y,
+                                     int32_t *argmax)
+{
+    emu_backend *e = emu_of(be);
+    size_t in = (size_t)d->h_in * d->w_in, out = (size_t)d->h_out * d->w_out;
+    size_t ny = (size_t)d->n * d->c_in * out;
+    float *x32 = ex(x, d->n, d->c_in, in), *y32 = hbuf(ny);
+    int32_t *a32 = (int32_t *)hbuf(ny);
+    vr_status st = e->cpu->maxpool_forward(be, d, x32, y32, a32);
+    result(e, y32, d->n, d->c_in, out, y);
+    for (int i = 0; i < d->n; i++) /* the argmax in (N,S,C) order, as the activations */
+        for (int ch = 0; ch < d->c_in; ch++)
+            for (size_t p = 0; p < out; p++)
+                argmax[((size_t)i * out + p) * d->c_in + ch] = a32[((size_t)i * d->c_in + ch) * out + p];
+    free(x32), free(a32);
+    return st;
+}
+
+static vr_status emu_maxpool_backward(vr_backend *be, const vr_window *d, const float *dy,
+                                      const int32_t *argmax, float *dx)
+{
+    emu_backend *e = emu_of(be);
+    size_t in = (size_t)d->h_in * d->w_in, out = (size_t)d->h_out * d->w_out;
+    size_t ny = (size_t)d->n * d->c_in * out;
+    int32_t *a32 = (int32_t *)hbuf(ny);
+    for (int i = 0; i < d->n; i++)
+        for (int ch = 0; ch < d->c_in; ch++)
+            for (size_t p = 0; p < out; p++)
+                a32[((size_t)i * d->c_in + ch) * out + p] = argmax[((size_t)i * out + p) * d->c_in + ch];
+    float *dy32 = ex(dy, d->n, d->c_in, out), *dx32 = hbuf((size_t)d->n * d->c_in * in);
+    vr_status st = e->cpu->maxpool_backward(be, d, dy32, a32, dx32);
+    result(e, dx32, d->n, d->c_in, in, dx);
+    free(a32), free(dy32);
+    return st;
+}
+
+static vr_status emu_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x, float *y)
+{
+    emu_backend *e = emu_of(be);
+    float *x32 = ex(x, n, c, (size_t)s);
+    vr_status st = e->cpu->avgpool_forward(be, n, c, s, x32, y);
+    free(x32);
+    return st;
+}
+
+static vr_status emu_avgpool_backward(vr_backend *be, int n, int c, int s, const float *dy,
+                                      float *dx)
+{
+    emu_backend *e = emu_of(be);
+    float *dx32 = hbuf((size_t)n * c * s);
+    vr_status st = e->cpu->avgpool_backward(be, n, c, s, dy, dx32);
+    result(e, dx32, n, c, (size_t)s, dx);
     return st;
 }
 
@@ -1001,6 +1330,19 @@ static vr_status emu_create(int mode, vr_backend **out)
         e->be.linear_forward = emu_linear_forward;
         e->be.linear_backward = emu_linear_backward;
     }
+    if (mode == EMU_BF16) {
+        e->be.act = VR_ACT_BF16_NHWC;
+        e->be.act_import = emu_act_import;
+        e->be.act_export = emu_act_export;
+        e->be.act_bn_forward_train = emu_bn_forward_train;
+        e->be.act_bn_forward_eval = emu_bn_forward_eval;
+        e->be.act_bn_backward = emu_bn_backward;
+        e->be.act_accumulate = emu_act_accumulate;
+        e->be.maxpool_forward = emu_maxpool_forward;
+        e->be.maxpool_backward = emu_maxpool_backward;
+        e->be.avgpool_forward = emu_avgpool_forward;
+        e->be.avgpool_backward = emu_avgpool_backward;
+    }
     *out = &e->be;
     return VR_OK;
 }
@@ -1060,6 +1402,7 @@ static void test_copies(void)
 static const tu_test op_tests[] = {
     {"convolution (1-D, 2-D; forward, data, weight, bias)", test_conv},
     {"batch norm (train, eval, backward; residual, ReLU)", test_batchnorm},
+    {"activation storage (act_import, act_export)", test_act_storage},
     {"elementwise and sum of squares", test_elementwise},
     {"max and average pooling", test_pool},
     {"linear", test_linear},
@@ -1132,7 +1475,7 @@ int main(void)
     }
     cfgs[count++] = (config){"harness: cpu-im2col", harness[0], P_FP32};
     cfgs[count++] = (config){"harness: cpu, TF32-rounded products", harness[1], P_TF32};
-    cfgs[count++] = (config){"harness: cpu, bfloat16-rounded products", harness[2], P_BF16};
+    cfgs[count++] = (config){"harness: cpu, bfloat16 activations and products", harness[2], P_BF16};
 
     unsigned failed = 0;
     for (int i = 0; i < count; i++) {
