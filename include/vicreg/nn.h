@@ -96,7 +96,9 @@ vr_status vr_resnet_declare(vr_resnet *r, const vr_resnet_config *cfg, const cha
 vr_status vr_resnet_plan(vr_resnet *r, const vr_backend *be, int n, int h, int w, size_t *cursor);
 /* x (N,Cin,H,W) float32 -> ws + repr (N, out_dim) float32 */
 vr_status vr_resnet_forward(vr_resnet *r, const vr_ctx *c, const float *x);
-/* drepr (N, out_dim) -> parameter gradients += ; dx (N,Cin,H,W) float32 when not NULL */
+/* drepr (N, out_dim) -> parameter gradients += ; dx (N,Cin,H,W) float32 when not NULL (where
+ * the input was imported, its gradient is made in the imported copy's place: a second backward
+ * needs a new forward) */
 vr_status vr_resnet_backward(vr_resnet *r, const vr_ctx *c, const float *x, const float *drepr,
                              float *dx);
 /* kaiming-normal fan_out convs, BN gamma 1 beta 0 (0 on each block's last BN when
