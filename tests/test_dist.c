@@ -272,6 +272,16 @@ static void test_collectives(void)
     float h[3] = {(float)rank, 0, 0};
     TU_OK(vr_comm_allgather_dev(comm, be, h, 3, g));
     CU_ASSERT_EQUAL(g[3], 1.0f);
+    /* sums that overlap other work: started, progressed, finished together */
+    float parts[3][5];
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 5; i++) parts[k][i] = (float)(rank * 10 + k + i);
+    for (int k = 0; k < 3; k++) TU_OK(vr_comm_sum_start(comm, be, parts[k], 5));
+    TU_OK(vr_comm_sum_progress(comm, be));
+    TU_OK(vr_comm_sum_finish(comm, be));
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 5; i++)
+            CU_ASSERT_EQUAL(parts[k][i], (float)(10 * size * (size - 1) / 2 + size * (k + i)));
     TU_OK(vr_comm_barrier(comm));
     vr_backend_destroy(be);
 }
