@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The GPU comparison in one command: builds the toolkit with CUDA, runs the backend parity suite
-# (it must not skip), then ResNet-50 224x224 VICReg training steps at batch 64 and 128 in
-# float32, TF32 and bfloat16, ours (bench_step gpu) and PyTorch's (torch_gpu_peer.py) in
-# alternating runs on the same GPU, and prints a table of pairs/s (images/s; each image gives
-# two views), peak device memory and the ratios of the medians.
+# (it must not skip), the NCCL checks on one rank (test_nccl; and, where the Fashion-MNIST IDX
+# files are found, `vicreg train` on cuda through NCCL under mpirun -np 1 against the same run
+# without it: every metrics line's losses must agree), then ResNet-50 224x224 VICReg training
+# steps at batch 64 and 128 in float32, TF32 and bfloat16, ours (bench_step gpu) and PyTorch's
+# (torch_gpu_peer.py) in alternating runs on the same GPU, and prints a table of pairs/s
+# (images/s; each image gives two views), peak device memory and the ratios of the medians.
 #
 #   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR]      (defaults: 3, build-gpu)
 #   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
-#                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1
+#                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1,
+#                SKIP_NCCL=1, FASHION_MNIST (the IDX files' folder,
+#                /usr/share/datasets/fashion-mnist or data/fashion-mnist)
 # Logs of every run go to BUILD_DIR/gpu-bench/. Needs meson, ninja, a C compiler, the CUDA
 # toolkit with cuDNN and the libraries of .ci/deps; PyTorch with CUDA for the peer.
 set -euo pipefail
@@ -36,7 +40,7 @@ fi
 
 echo "== build ($build)"
 [ -d "$build" ] || meson setup "$build" --buildtype=release -Dcuda=enabled
-ninja -C "$build" tests/bench/bench_step tests/test_backend_parity
+ninja -C "$build" tests/bench/bench_step tests/test_backend_parity tests/test_nccl src/cli/vicreg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$py" -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 
@@ -50,6 +54,47 @@ if [ "${SKIP_PARITY:-0}" != 1 ]; then
     echo "parity: FAILED; the failures:"
     grep -E "FAILED|no CUDA|Error|error" "$logs/parity.log" | head -40
     echo "(whole log: $logs/parity.log; the benchmark goes on)"
+  fi
+fi
+
+if [ "${SKIP_NCCL:-0}" != 1 ]; then
+  echo "== NCCL on one rank"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  if command -v mpirun >/dev/null; then
+    mpirun -np 1 "$build/tests/test_nccl" >"$logs/nccl.log" 2>&1 && echo "test_nccl: passed" ||
+      { echo "test_nccl: FAILED"; tail -n 20 "$logs/nccl.log"; }
+    grep -h "skipping" "$logs/nccl.log" || true
+    fm=${FASHION_MNIST:-}
+    for cand in /usr/share/datasets/fashion-mnist data/fashion-mnist; do
+      [ -z "$fm" ] && [ -f "$cand/train-images-idx3-ubyte.gz" ] && fm=$cand
+    done
+    if [ -n "$fm" ]; then
+      sets=(--set "data.train_images=$fm/train-images-idx3-ubyte.gz"
+            --set "data.train_labels=$fm/train-labels-idx1-ubyte.gz"
+            --set "data.test_images=$fm/t10k-images-idx3-ubyte.gz"
+            --set "data.test_labels=$fm/t10k-labels-idx1-ubyte.gz"
+            --set data.train_limit=2048 --set train.log_every=1 --set train.backend=cuda
+            --set eval.train_limit=1000 --set eval.test_limit=500 --set eval.linear=none)
+      "$build/src/cli/vicreg" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
+        --set dist.comm=single --set train.run_dir="$logs/train_single" >"$logs/train_single.log" 2>&1 ||
+        { echo "train on cuda alone: FAILED"; tail -n 5 "$logs/train_single.log"; }
+      mpirun -np 1 "$build/src/cli/vicreg" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
+        --set dist.comm=nccl --set train.run_dir="$logs/train_nccl" >"$logs/train_nccl.log" 2>&1 ||
+        { echo "train on cuda through NCCL: FAILED"; tail -n 5 "$logs/train_nccl.log"; }
+      "$py" - "$logs/train_single/metrics.jsonl" "$logs/train_nccl/metrics.jsonl" <<'PY' || true
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+worst = max(abs(x[k] - y[k]) / max(abs(y[k]), 1e-12) for x, y in zip(a, b)
+            for k in ("loss", "invariance", "variance", "covariance"))
+print(f"NCCL, one rank, against no comm: {len(b)} of {len(a)} metrics lines, largest relative "
+      f"loss-term difference {worst:.3g} ({'same' if len(a) == len(b) and worst <= 1e-5 else 'DIFFERENT'})")
+PY
+    else
+      echo "no Fashion-MNIST IDX files (FASHION_MNIST=): the training comparison is skipped"
+    fi
+  else
+    echo "no mpirun: the NCCL checks are skipped"
   fi
 fi
 
