@@ -1,5 +1,6 @@
-/* The NCCL comm on device memory, run as `mpirun -np N test_nccl` with one GPU per rank (N = 1
- * on a one-GPU machine; tests/meson.build runs it so): every float collective of the table,
+/* The NCCL comm on device memory, run as `mpirun -np N test_nccl` with one GPU per rank, or
+ * alone as one rank without MPI (tests/meson.build runs it so): every float collective of the
+ * table,
  * called directly (the wrappers skip the collectives of a single rank), and the sums that
  * overlap other work on their side stream, each after a kernel that writes its buffer on the
  * compute stream. Values are small integers, so every result is exact. Without a CUDA device,

@@ -5,7 +5,8 @@
  *  - "mpi":    processes started by mpirun (Debian's OpenMPI), one rank per process; the
  *              collectives take host memory.
  *  - "nccl":   one GPU per process; float collectives on the CUDA backend's stream, the
- *              communicator's unique id broadcast over MPI, host collectives over MPI.
+ *              communicator's unique id broadcast over MPI, host collectives over MPI (a
+ *              process started without a launcher: one rank, no MPI).
  *
  * No collective waits forever: each gives up after `timeout_s` seconds with VR_ERR_COMM naming
  * the operation and the rank, and the same happens as soon as *interrupt becomes non-zero while

@@ -1,5 +1,6 @@
 /* The NCCL comm: one GPU per process. Float collectives run on the CUDA backend's stream; the
- * host collectives and the communicator's setup go over an MPI comm held inside.
+ * host collectives and the communicator's setup go over an MPI comm held inside (a process
+ * started without a launcher is one rank, its host collectives those of "single").
  *
  * The communicator is non-blocking (ncclConfig_t.blocking = 0), so no NCCL call can hang the
  * process: a collective is queued, then its completion is polled (the communicator's
@@ -220,7 +221,9 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
     c->name = "nccl";
     c->timeout_s = 300;
     c->destroy = nccl_destroy;
-    vr_status s = vr_comm_mpi_create(&x->host);
+    /* under a launcher the ranks meet over MPI; a process started alone is one rank */
+    vr_status s = vr_comm_launched() ? vr_comm_mpi_create(&x->host)
+                                     : vr_comm_create("single", NULL, &x->host);
     if (s != VR_OK) {
         free(x);
         free(c);
