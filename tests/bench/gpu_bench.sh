@@ -7,7 +7,10 @@
 # (torch_gpu_peer.py) in alternating runs on the same GPU, and prints a table of pairs/s
 # (images/s; each image gives two views), peak device memory and the ratios of the medians.
 #
-#   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR]      (defaults: 3, build-gpu)
+#   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR|KIT]  (defaults: 3, build-gpu)
+# With a kit made by tests/bench/gpu_kit.sh (for a machine without Debian's libraries) nothing
+# is built: the kit's programs run with its libraries, then the machine's CUDA libraries
+# (PyTorch's nvidia-* packages, /usr/local/cuda), on the kit's Fashion-MNIST subset.
 #   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
 #                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1,
 #                SKIP_NCCL=1, FASHION_MNIST (the IDX files' folder,
@@ -24,9 +27,6 @@ precisions=${PRECISIONS:-fp32 tf32 bf16}
 steps=${STEPS:-20}
 warmup=${WARMUP:-5}
 
-for tool in meson ninja nvcc; do
-  command -v "$tool" >/dev/null || { echo "gpu_bench: $tool not found" >&2; exit 2; }
-done
 py=${PYTHON:-}
 if [ -z "$py" ]; then
   for cand in python3 /usr/bin/python3; do
@@ -38,9 +38,39 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || { echo "gpu_bench: no python3 whose torch sees a CUDA device (set PYTHON=)" >&2; exit 2; }
 
-echo "== build ($build)"
-[ -d "$build" ] || meson setup "$build" --buildtype=release -Dcuda=enabled
-ninja -C "$build" tests/bench/bench_step tests/test_backend_parity tests/test_nccl src/cli/vicreg
+if [ -x "$build/bin/bench_step" ]; then
+  echo "== kit ($build)"
+  libs=$build/lib
+  for d in $("$py" - <<'PY'
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except ImportError:
+    roots = []
+dirs = {os.path.dirname(f) for r in roots for f in glob.glob(os.path.join(r, "**", "lib*.so*"), recursive=True)}
+print("\n".join(sorted(dirs)))
+PY
+  ) /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && libs=$libs:$d
+  done
+  export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  bin=$build/bin
+  parity=$bin/test_backend_parity nccl=$bin/test_nccl bench=$bin/bench_step cli=$bin/vicreg
+  FASHION_MNIST=${FASHION_MNIST:-$build/data}
+  for b in "$bin"/*; do
+    if ldd "$b" | grep -q "not found"; then echo "gpu_bench: $b lacks:"; ldd "$b" | grep "not found"; fi
+  done
+else
+  for tool in meson ninja nvcc; do
+    command -v "$tool" >/dev/null || { echo "gpu_bench: $tool not found" >&2; exit 2; }
+  done
+  echo "== build ($build)"
+  [ -d "$build" ] || meson setup "$build" --buildtype=release -Dcuda=enabled
+  ninja -C "$build" tests/bench/bench_step tests/test_backend_parity tests/test_nccl src/cli/vicreg
+  parity=$build/tests/test_backend_parity nccl=$build/tests/test_nccl
+  bench=$build/tests/bench/bench_step cli=$build/src/cli/vicreg
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$py" -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 
@@ -48,7 +78,7 @@ logs=$build/gpu-bench
 mkdir -p "$logs"
 if [ "${SKIP_PARITY:-0}" != 1 ]; then
   echo "== parity: every op and a training step on cuda, cuda-tf32, cuda-bf16 against cpu"
-  if VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$build/tests/test_backend_parity" >"$logs/parity.log" 2>&1; then
+  if VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$parity" >"$logs/parity.log" 2>&1; then
     echo "parity: passed ($logs/parity.log)"
   else
     echo "parity: FAILED; the failures:"
@@ -59,7 +89,7 @@ fi
 
 if [ "${SKIP_NCCL:-0}" != 1 ]; then
   echo "== NCCL on one rank (a process without a launcher: no MPI runtime needed)"
-    "$build/tests/test_nccl" >"$logs/nccl.log" 2>&1 && echo "test_nccl: passed" ||
+    "$nccl" >"$logs/nccl.log" 2>&1 && echo "test_nccl: passed" ||
       { echo "test_nccl: FAILED"; tail -n 20 "$logs/nccl.log"; }
     grep -h "skipping" "$logs/nccl.log" || true
     fm=${FASHION_MNIST:-}
@@ -73,10 +103,10 @@ if [ "${SKIP_NCCL:-0}" != 1 ]; then
             --set "data.test_labels=$fm/t10k-labels-idx1-ubyte.gz"
             --set data.train_limit=2048 --set train.log_every=1 --set train.backend=cuda
             --set eval.train_limit=1000 --set eval.test_limit=500 --set eval.linear=none)
-      "$build/src/cli/vicreg" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
+      "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
         --set dist.comm=single --set train.run_dir="$logs/train_single" >"$logs/train_single.log" 2>&1 ||
         { echo "train on cuda alone: FAILED"; tail -n 5 "$logs/train_single.log"; }
-      "$build/src/cli/vicreg" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
+      "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
         --set dist.comm=nccl --set train.run_dir="$logs/train_nccl" >"$logs/train_nccl.log" 2>&1 ||
         { echo "train on cuda through NCCL: FAILED"; tail -n 5 "$logs/train_nccl.log"; }
       "$py" - "$logs/train_single/metrics.jsonl" "$logs/train_nccl/metrics.jsonl" <<'PY' || true
@@ -102,7 +132,7 @@ for b in $batches; do
   for p in $precisions; do
     for r in $(seq "$rounds"); do
       log=$logs/ours_b${b}_${p}_$r.log
-      if "$build/tests/bench/bench_step" gpu --backend "$(backend_of "$p")" --batch "$b" \
+      if "$bench" gpu --backend "$(backend_of "$p")" --batch "$b" \
            --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
         result "$log" >>"$results"
         echo "b$b $p round $r ours : $(result "$log" | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")')"
