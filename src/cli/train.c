@@ -594,7 +594,7 @@ static int setup_agreed(run *u, int rc)
  * machine and the recipe leaves them to the program (its cores divided among them). */
 static int open_comm(run *u)
 {
-    if (vr_comm_create(u->r.comm, u->be, &u->comm) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "comm");
+    if (vr_comm_create(u->r.comm, u->be, &u->comm) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "data-parallel");
     u->comm->timeout_s = u->r.comm_timeout_s;
     u->comm->interrupt = &stop_requested;
     if (u->r.batch % u->comm->size != 0 || u->r.batch / u->comm->size < 2) {
