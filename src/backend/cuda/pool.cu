@@ -25,38 +25,30 @@ static vr_status check_maxpool(const vr_window *d)
     return VR_OK;
 }
 
-/* one thread per output element (N,C,OH,OW) */
-static __global__ void maxpool_forward_k(vr_window d, size_t total, const float *x, float *y,
-                                         int32_t *argmax)
+/* The maximum of window (oh, ow) of a plane whose element p lies at xp[p * stride]: the
+ * window clipped to the plane (padding is -inf and can never win), the first maximum in
+ * row-major order winning and a NaN winning and propagating; *at receives its plane index. */
+template <typename T>
+static __device__ __forceinline__ float window_max(const vr_window &d, int oh, int ow, const T *xp,
+                                                   size_t stride, int32_t *at)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const int ow = (int)(i % d.w_out);
-        const size_t t = i / d.w_out;
-        const int oh = (int)(t % d.h_out);
-        const size_t plane = t / d.h_out;
-        const float *xp = x + plane * d.h_in * d.w_in;
-        /* the window clipped to the plane: padding is -inf and can never win */
-        int h0 = oh * d.sh - d.ph, h1 = h0 + d.kh;
-        int w0 = ow * d.sw - d.pw, w1 = w0 + d.kw;
-        if (h0 < 0) h0 = 0;
-        if (h1 > d.h_in) h1 = d.h_in;
-        if (w0 < 0) w0 = 0;
-        if (w1 > d.w_in) w1 = d.w_in;
-        /* the first maximum in row-major order wins; a NaN wins and propagates */
-        float best = -INFINITY;
-        int at = h0 * d.w_in + w0;
-        for (int ih = h0; ih < h1; ih++)
-            for (int iw = w0; iw < w1; iw++) {
-                float v = xp[ih * d.w_in + iw];
-                if (v > best || isnan(v)) {
-                    best = v;
-                    at = ih * d.w_in + iw;
-                }
+    int h0 = oh * d.sh - d.ph, h1 = h0 + d.kh;
+    int w0 = ow * d.sw - d.pw, w1 = w0 + d.kw;
+    if (h0 < 0) h0 = 0;
+    if (h1 > d.h_in) h1 = d.h_in;
+    if (w0 < 0) w0 = 0;
+    if (w1 > d.w_in) w1 = d.w_in;
+    float best = -INFINITY;
+    *at = h0 * d.w_in + w0;
+    for (int ih = h0; ih < h1; ih++)
+        for (int iw = w0; iw < w1; iw++) {
+            float v = vr_ld(xp + (size_t)(ih * d.w_in + iw) * stride);
+            if (v > best || isnan(v)) {
+                best = v;
+                *at = ih * d.w_in + iw;
             }
-        y[i] = best;
-        argmax[i] = at;
-    }
+        }
+    return best;
 }
 
 /* First and last output index along one axis whose window covers input position `in`:
@@ -70,94 +62,66 @@ static __device__ __forceinline__ void covering(int in, int k, int stride, int p
     *hi = h < out - 1 ? h : out - 1;
 }
 
-/* one thread per input element (N,C,H,W) */
-static __global__ void maxpool_backward_k(vr_window d, size_t total, const float *dy,
-                                          const int32_t *argmax, float *dx)
+/* The gradient of input position (ih, iw) of a plane whose output o lies at dyp[o * stride]
+ * and ap[o * stride]: dy summed, in the CPU's order, over the windows whose argmax it is. */
+template <typename T>
+static __device__ __forceinline__ float window_grad(const vr_window &d, int ih, int iw,
+                                                   const T *dyp, const int32_t *ap, size_t stride)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const int iw = (int)(i % d.w_in);
-        const size_t t = i / d.w_in;
-        const int ih = (int)(t % d.h_in);
-        const size_t plane = t / d.h_in;
-        const size_t ohw = (size_t)d.h_out * d.w_out;
-        const float *dyp = dy + plane * ohw;
-        const int32_t *ap = argmax + plane * ohw;
-        const int32_t me = ih * d.w_in + iw;
-        int oh0, oh1, ow0, ow1;
-        covering(ih, d.kh, d.sh, d.ph, d.h_out, &oh0, &oh1);
-        covering(iw, d.kw, d.sw, d.pw, d.w_out, &ow0, &ow1);
-        float g = 0.0f;
-        for (int oh = oh0; oh <= oh1; oh++)
-            for (int ow = ow0; ow <= ow1; ow++) {
-                int o = oh * d.w_out + ow;
-                if (ap[o] == me) g += dyp[o];
-            }
-        dx[i] = g;
-    }
+    const int32_t me = ih * d.w_in + iw;
+    int oh0, oh1, ow0, ow1;
+    covering(ih, d.kh, d.sh, d.ph, d.h_out, &oh0, &oh1);
+    covering(iw, d.kw, d.sw, d.pw, d.w_out, &ow0, &ow1);
+    float g = 0.0f;
+    for (int oh = oh0; oh <= oh1; oh++)
+        for (int ow = ow0; ow <= ow1; ow++) {
+            size_t o = (size_t)(oh * d.w_out + ow) * stride;
+            if (ap[o] == me) g += vr_ld(dyp + o);
+        }
+    return g;
 }
 
-/* maxpool_forward_k over bfloat16 channels last: one thread per output element (N,OH,OW,C) */
-static __global__ void maxpool_forward_nhwc_k(vr_window d, size_t total, const vr_bf16 *x,
-                                              vr_bf16 *y, int32_t *argmax)
+/* One thread per output element: (N,C,OH,OW) float32, or (N,OH,OW,C) bfloat16 channels last. */
+template <typename T>
+static __global__ void maxpool_forward_k(vr_window d, size_t total, const T *x, T *y,
+                                         int32_t *argmax)
 {
-    const int c = d.c_in;
+    const int last = sizeof(T) == 2, c = d.c_in;
+    const size_t plane = (size_t)d.h_in * d.w_in;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const int ch = (int)(i % c);
-        size_t t = i / c;
+        size_t t = i;
+        int ch = 0;
+        if (last) ch = (int)(t % c), t /= c;
         const int ow = (int)(t % d.w_out);
         t /= d.w_out;
         const int oh = (int)(t % d.h_out);
-        const size_t n = t / d.h_out;
-        const vr_bf16 *xp = x + n * d.h_in * d.w_in * c + ch;
-        int h0 = oh * d.sh - d.ph, h1 = h0 + d.kh;
-        int w0 = ow * d.sw - d.pw, w1 = w0 + d.kw;
-        if (h0 < 0) h0 = 0;
-        if (h1 > d.h_in) h1 = d.h_in;
-        if (w0 < 0) w0 = 0;
-        if (w1 > d.w_in) w1 = d.w_in;
-        float best = -INFINITY;
-        int at = h0 * d.w_in + w0;
-        for (int ih = h0; ih < h1; ih++)
-            for (int iw = w0; iw < w1; iw++) {
-                float v = vr_ld(xp + (size_t)(ih * d.w_in + iw) * c);
-                if (v > best || isnan(v)) {
-                    best = v;
-                    at = ih * d.w_in + iw;
-                }
-            }
-        vr_st(y + i, best);
+        t /= d.h_out; /* the plane (N,C); channels last: the sample */
+        const T *xp = last ? x + t * plane * c + ch : x + t * plane;
+        int32_t at;
+        vr_st(y + i, window_max(d, oh, ow, xp, last ? (size_t)c : 1, &at));
         argmax[i] = at;
     }
 }
 
-/* maxpool_backward_k over bfloat16 channels last: one thread per input element (N,H,W,C); the
- * gradient is summed in float and rounded once */
-static __global__ void maxpool_backward_nhwc_k(vr_window d, size_t total, const vr_bf16 *dy,
-                                               const int32_t *argmax, vr_bf16 *dx)
+/* One thread per input element, laid out as the forward's. */
+template <typename T>
+static __global__ void maxpool_backward_k(vr_window d, size_t total, const T *dy,
+                                          const int32_t *argmax, T *dx)
 {
-    const int c = d.c_in;
+    const int last = sizeof(T) == 2, c = d.c_in;
+    const size_t plane = (size_t)d.h_out * d.w_out;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const int ch = (int)(i % c);
-        size_t t = i / c;
+        size_t t = i;
+        int ch = 0;
+        if (last) ch = (int)(t % c), t /= c;
         const int iw = (int)(t % d.w_in);
         t /= d.w_in;
         const int ih = (int)(t % d.h_in);
-        const size_t n = t / d.h_in;
-        const size_t base = n * d.h_out * d.w_out * c + ch;
-        const int32_t me = ih * d.w_in + iw;
-        int oh0, oh1, ow0, ow1;
-        covering(ih, d.kh, d.sh, d.ph, d.h_out, &oh0, &oh1);
-        covering(iw, d.kw, d.sw, d.pw, d.w_out, &ow0, &ow1);
-        float g = 0.0f;
-        for (int oh = oh0; oh <= oh1; oh++)
-            for (int ow = ow0; ow <= ow1; ow++) {
-                size_t o = base + (size_t)(oh * d.w_out + ow) * c;
-                if (argmax[o] == me) g += vr_ld(dy + o);
-            }
-        vr_st(dx + i, g);
+        t /= d.h_in;
+        const size_t base = last ? t * plane * c + ch : t * plane;
+        vr_st(dx + i, window_grad(d, ih, iw, dy + base, argmax + base, last ? (size_t)c : 1));
     }
 }
 
@@ -211,8 +175,8 @@ extern "C" vr_status vr_cuda_maxpool_forward(vr_backend *be, const vr_window *d,
 {
     VR_TRY(check_maxpool(d));
     size_t total = (size_t)d->n * d->c_in * d->h_out * d->w_out;
-    maxpool_forward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
-                        vr_cuda(be)->stream>>>(*d, total, x, y, argmax);
+    maxpool_forward_k<float><<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                               vr_cuda(be)->stream>>>(*d, total, x, y, argmax);
     return vr_cuda_launched("maxpool_forward_k");
 }
 
@@ -221,8 +185,8 @@ extern "C" vr_status vr_cuda_maxpool_backward(vr_backend *be, const vr_window *d
 {
     VR_TRY(check_maxpool(d));
     size_t total = (size_t)d->n * d->c_in * d->h_in * d->w_in;
-    maxpool_backward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
-                         vr_cuda(be)->stream>>>(*d, total, dy, argmax, dx);
+    maxpool_backward_k<float><<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                                vr_cuda(be)->stream>>>(*d, total, dy, argmax, dx);
     return vr_cuda_launched("maxpool_backward_k");
 }
 
@@ -253,10 +217,10 @@ extern "C" vr_status vr_cuda_nhwc_maxpool_forward(vr_backend *be, const vr_windo
 {
     VR_TRY(check_maxpool(d));
     size_t total = (size_t)d->n * d->c_in * d->h_out * d->w_out;
-    maxpool_forward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
-                             vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)x, (vr_bf16 *)y,
-                                                    argmax);
-    return vr_cuda_launched("maxpool_forward_nhwc_k");
+    maxpool_forward_k<vr_bf16><<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                                 vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)x,
+                                                        (vr_bf16 *)y, argmax);
+    return vr_cuda_launched("maxpool_forward_k (bfloat16)");
 }
 
 extern "C" vr_status vr_cuda_nhwc_maxpool_backward(vr_backend *be, const vr_window *d,
@@ -265,10 +229,10 @@ extern "C" vr_status vr_cuda_nhwc_maxpool_backward(vr_backend *be, const vr_wind
 {
     VR_TRY(check_maxpool(d));
     size_t total = (size_t)d->n * d->c_in * d->h_in * d->w_in;
-    maxpool_backward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
-                              vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)dy, argmax,
-                                                     (vr_bf16 *)dx);
-    return vr_cuda_launched("maxpool_backward_nhwc_k");
+    maxpool_backward_k<vr_bf16><<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
+                                  vr_cuda(be)->stream>>>(*d, total, (const vr_bf16 *)dy, argmax,
+                                                         (vr_bf16 *)dx);
+    return vr_cuda_launched("maxpool_backward_k (bfloat16)");
 }
 
 extern "C" vr_status vr_cuda_nhwc_avgpool_forward(vr_backend *be, int n, int c, int s,
