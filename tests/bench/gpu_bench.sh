@@ -8,8 +8,8 @@
 # (images/s; each image gives two views), peak device memory and the ratios of the medians.
 #
 #   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR|KIT]  (defaults: 3, build-gpu)
-# With a kit made by tests/bench/gpu_kit.sh (for a machine without Debian's libraries) nothing
-# is built: the kit's programs run with its libraries, then the machine's CUDA libraries
+# With a kit made by tests/bench/gpu_kit.sh (for a machine without Debian's libraries; KIT or
+# KIT.tar.xz, unpacked here) nothing is built: the kit's programs run with its libraries, then the machine's CUDA libraries
 # (PyTorch's nvidia-* packages, /usr/local/cuda), on the kit's Fashion-MNIST subset.
 #   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
 #                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1,
@@ -38,6 +38,9 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || { echo "gpu_bench: no python3 whose torch sees a CUDA device (set PYTHON=)" >&2; exit 2; }
 
+if [ ! -d "$build" ] && [ -f "$build.tar.xz" ]; then # a packed kit: Python's tarfile needs no xz
+  "$py" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall()' "$build.tar.xz"
+fi
 if [ -x "$build/bin/bench_step" ]; then
   echo "== kit ($build)"
   libs=$build/lib

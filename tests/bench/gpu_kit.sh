@@ -8,9 +8,9 @@
 #   KIT/lib   every shared library they load but the C library's own and CUDA's
 #   KIT/data  Fashion-MNIST's first 4096 training and 1000 test images and labels (IDX, gzip)
 # and KIT.tar.xz of it all (about 12 MB; the folder itself, 57 MB, would not fit beside the
-# working tree in what travels to a GPU machine). There, `tar xJf KIT.tar.xz` and then
-# tests/bench/gpu_bench.sh [ROUNDS] KIT run everything from the kit (LD_LIBRARY_PATH: the kit's
-# libraries, then the machine's CUDA libraries).
+# working tree in what travels to a GPU machine). There, tests/bench/gpu_bench.sh [ROUNDS] KIT
+# unpacks it and runs everything from the kit (LD_LIBRARY_PATH: the kit's libraries, then the
+# machine's CUDA libraries).
 #   usage: tests/bench/gpu_kit.sh [KIT]      (default gpu-kit; git ignores /gpu-kit/ and
 #          /gpu-kit.tar.xz)
 set -euo pipefail
@@ -53,4 +53,4 @@ for split, keep in (("train", 4096), ("t10k", 1000)):
 PY
 tar cJf "$kit.tar.xz" "$kit"
 echo "gpu_kit: $kit ($(du -sh "$kit" | cut -f1)): $(ls "$kit/bin" | tr '\n' ' ')and $(ls "$kit/lib" | wc -l) libraries; $kit.tar.xz $(du -sh "$kit.tar.xz" | cut -f1)"
-echo "on the GPU machine: tar xJf $kit.tar.xz && bash tests/bench/gpu_bench.sh 1 $kit"
+echo "on the GPU machine: bash tests/bench/gpu_bench.sh 1 $kit (it unpacks $kit.tar.xz)"
