@@ -5,6 +5,8 @@
  *  - SIGKILL of rank 1 mid-run ends rank 0 with a message naming the failure and the last good
  *    checkpoint, within the recipe's 5 s timeout, and that checkpoint loads (vicreg info); both
  *    ranks resume from it and end as an uninterrupted run (every metrics line the same);
+ *  - SIGINT to the ranks: they finish the step under way, rank 0 saves it, and the run resumed
+ *    from it ends as an uninterrupted run;
  *  - a rank that stops answering (SIGSTOP) makes rank 0 say "did not complete within 5 s"
  *    within the timeout.
  * In both, the message is timed from the signal (within 5 s + 3 s for a step of an instrumented
@@ -299,6 +301,44 @@ static void test_killed_rank(void)
     CU_ASSERT_EQUAL(lines, 16 * 30);
 }
 
+/* SIGINT to the ranks (pkill -INT): they finish the step under way together; rank 0 saves it
+ * and names it, the run ends with status 1, and both ranks resume from that checkpoint to the
+ * uninterrupted run's metrics, line for line (test_killed_rank's "whole" run). */
+static void test_interrupted_ranks(void)
+{
+    char run_dir[500], err[512], ckpt[600];
+    snprintf(run_dir, sizeof run_dir, "%s", tmp("stopped"));
+    snprintf(err, sizeof err, "%s.err", run_dir);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", run_dir);
+    pid_t pid = start_ranks(run_dir, LONG_EPOCHS, "4", NULL, err);
+    CU_ASSERT_FATAL(pid > 0);
+    double t0 = now();
+    while (access(ckpt, F_OK) != 0 && now() - t0 < 120) usleep(20000);
+    pid_t ranks[2] = {rank_pid(pid, 0), rank_pid(pid, 1)};
+    if (ranks[0] <= 0 || ranks[1] <= 0) {
+        kill(pid, SIGKILL);
+        wait_exit(pid);
+        CU_FAIL_FATAL("no checkpoint within 2 minutes, or no ranks to find");
+    }
+    for (int r = 0; r < 2; r++) CU_ASSERT_EQUAL(kill(ranks[r], SIGINT), 0);
+    double t_sig = now();
+    int rc = wait_exit(pid);
+    char *out = tu_read_file(err, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    const char *said = "vicreg: interrupted after step ", *at = strstr(out, said);
+    long step = at ? atol(at + strlen(said)) : -1;
+    fprintf(stderr, "\n  SIGINT to both ranks: stopped after step %ld, the run over %.2f s after "
+                    "the signal, status %d\n", step, now() - t_sig, rc);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(step > 0 && step < 16 * 30);
+    free(out);
+    CU_ASSERT_EQUAL(wait_exit(start_ranks(run_dir, LONG_EPOCHS, "4", ckpt, tmp("stopped-resumed.err"))), 0);
+    int lines = same_metrics(tmp("stopped/metrics.jsonl"), tmp("whole/metrics.jsonl"));
+    fprintf(stderr, "  resumed after the interruption: %d metrics lines equal to the uninterrupted "
+                    "run's\n", lines);
+    CU_ASSERT_EQUAL(lines, 16 * 30);
+}
+
 static void test_hung_rank(void)
 {
     break_a_rank("hung", SIGSTOP, "did not complete within 5 s: another rank has died or hangs");
@@ -318,6 +358,8 @@ int main(int argc, char **argv)
     static const tu_test tests[] = {
         {"mpirun -np 2 equals one process: losses of every step, the checkpoint", test_two_ranks_equal_one},
         {"a killed rank ends the run within the timeout, the checkpoint loads", test_killed_rank},
+        {"SIGINT to the ranks: the step finished and saved, resumed as if never stopped",
+         test_interrupted_ranks},
         {"a rank that stops answering ends the run within the timeout", test_hung_rank},
         {NULL, NULL},
     };

@@ -50,18 +50,23 @@ static const char *train_help =
     "batch ([train] batch is the global batch); the loss is taken over the global batch and batch\n"
     "norm is synchronised ([dist] gather, sync_bn); rank 0 alone logs, writes metrics and\n"
     "checkpoints, and every rank resumes from rank 0's checkpoint. A rank that dies or stops\n"
-    "answering ends the run within [dist] timeout_s with a message; a signal to the launcher ends\n"
-    "every rank at once, and the last checkpoint written stays.\n";
+    "answering ends the run within [dist] timeout_s with a message. SIGINT to the ranks (pkill -INT\n"
+    "-f 'vicreg train') ends the step under way on every rank and saves it; a signal to mpirun\n"
+    "(it sends SIGTERM, then SIGKILL), SIGTERM or a second SIGINT ends every rank at once, and the\n"
+    "last checkpoint written stays.\n";
 
 #define PROGRESS_SECONDS 2.0
 
 /* Set by SIGINT/SIGTERM: the loop finishes the step under way, saves and stops, so an
- * interrupted run can be resumed from exactly where it stopped. */
-static volatile sig_atomic_t stop_requested;
+ * interrupted run can be resumed from exactly where it stopped. In a data-parallel run the
+ * ranks finish that step together, so a wait for the others goes on after SIGINT; SIGTERM (what
+ * mpirun sends every rank, a second before SIGKILL, when it is interrupted or a rank died) or a
+ * second signal sets stop_now, which ends such waits at once. */
+static volatile sig_atomic_t stop_requested, stop_now;
 
 static void request_stop(int sig)
 {
-    (void)sig;
+    if (stop_requested || sig == SIGTERM) stop_now = 1;
     stop_requested = 1;
 }
 
@@ -596,7 +601,7 @@ static int open_comm(run *u)
 {
     if (vr_comm_create(u->r.comm, u->be, &u->comm) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "data-parallel");
     u->comm->timeout_s = u->r.comm_timeout_s;
-    u->comm->interrupt = &stop_requested;
+    u->comm->interrupt = &stop_now;
     if (u->r.batch % u->comm->size != 0 || u->r.batch / u->comm->size < 2) {
         if (u->comm->rank == 0)
             fprintf(stderr, "vicreg train: [train] batch %d cannot be shared by %d ranks: it must be a "
@@ -692,6 +697,8 @@ static int train(run *u, const train_args *a)
     }
     struct sigaction sa = {.sa_handler = request_stop};
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
+    sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     rc = train_loop(u, start, metrics);
