@@ -201,6 +201,29 @@ static pid_t rank_pid(pid_t launcher, int rank)
     return found;
 }
 
+/* Starts a long 2-rank run into tmp(name) (run_dir, its output in err, its checkpoint path in
+ * ckpt) and returns the launcher once the first checkpoint is written, with the ranks' pids;
+ * fails the test where none comes within 2 minutes. */
+static pid_t run_to_checkpoint(const char *name, char *run_dir, char *err, char *ckpt,
+                               pid_t ranks[2])
+{
+    snprintf(run_dir, 500, "%s", tmp(name));
+    snprintf(err, 512, "%s.err", run_dir);
+    snprintf(ckpt, 600, "%s/checkpoint.safetensors", run_dir);
+    pid_t pid = start_ranks(run_dir, LONG_EPOCHS, "4", NULL, err);
+    CU_ASSERT_FATAL(pid > 0);
+    double t0 = now();
+    while (access(ckpt, F_OK) != 0 && now() - t0 < 120) usleep(20000);
+    int ok = access(ckpt, F_OK) == 0;
+    for (int r = 0; r < 2; r++) ranks[r] = ok ? rank_pid(pid, r) : -1;
+    if (ranks[0] <= 0 || ranks[1] <= 0) {
+        kill(pid, SIGKILL);
+        wait_exit(pid);
+        CU_FAIL_FATAL("no checkpoint within 2 minutes, or no ranks to find");
+    }
+    return pid;
+}
+
 /* Waits for pid to end, noting when `file` first holds `text` (-1 if never): seconds after t0. */
 static int wait_exit_noting(pid_t pid, const char *file, const char *text, double t0,
                             double *seen, double *ended)
@@ -228,21 +251,10 @@ static int wait_exit_noting(pid_t pid, const char *file, const char *text, doubl
  * the run soon after (its teardown: SIGCONT, SIGTERM, SIGKILL to what is left). */
 static void break_a_rank(const char *name, int sig, const char *expect)
 {
-    char run_dir[500], err[512];
-    snprintf(run_dir, sizeof run_dir, "%s", tmp(name));
-    snprintf(err, sizeof err, "%s.err", run_dir);
-    pid_t pid = start_ranks(run_dir, LONG_EPOCHS, "4", NULL, err);
-    CU_ASSERT_FATAL(pid > 0);
-    char ckpt[600];
-    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", run_dir);
-    double t0 = now();
-    while (access(ckpt, F_OK) != 0 && now() - t0 < 120) usleep(20000);
-    pid_t victim = access(ckpt, F_OK) == 0 ? rank_pid(pid, 1) : -1;
-    if (victim <= 0) {
-        kill(pid, SIGKILL);
-        wait_exit(pid);
-        CU_FAIL_FATAL("no checkpoint within 2 minutes, or no rank 1 to find");
-    }
+    char run_dir[500], err[512], ckpt[600];
+    pid_t ranks[2];
+    pid_t pid = run_to_checkpoint(name, run_dir, err, ckpt, ranks);
+    pid_t victim = ranks[1];
     double t_kill = now(), said, took;
     CU_ASSERT_EQUAL(kill(victim, sig), 0);
     int rc = wait_exit_noting(pid, err, "vicreg: training stopped", t_kill, &said, &took);
@@ -307,19 +319,8 @@ static void test_killed_rank(void)
 static void test_interrupted_ranks(void)
 {
     char run_dir[500], err[512], ckpt[600];
-    snprintf(run_dir, sizeof run_dir, "%s", tmp("stopped"));
-    snprintf(err, sizeof err, "%s.err", run_dir);
-    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", run_dir);
-    pid_t pid = start_ranks(run_dir, LONG_EPOCHS, "4", NULL, err);
-    CU_ASSERT_FATAL(pid > 0);
-    double t0 = now();
-    while (access(ckpt, F_OK) != 0 && now() - t0 < 120) usleep(20000);
-    pid_t ranks[2] = {rank_pid(pid, 0), rank_pid(pid, 1)};
-    if (ranks[0] <= 0 || ranks[1] <= 0) {
-        kill(pid, SIGKILL);
-        wait_exit(pid);
-        CU_FAIL_FATAL("no checkpoint within 2 minutes, or no ranks to find");
-    }
+    pid_t ranks[2];
+    pid_t pid = run_to_checkpoint("stopped", run_dir, err, ckpt, ranks);
     for (int r = 0; r < 2; r++) CU_ASSERT_EQUAL(kill(ranks[r], SIGINT), 0);
     double t_sig = now();
     int rc = wait_exit(pid);
