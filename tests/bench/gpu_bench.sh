@@ -112,6 +112,7 @@ if [ "${SKIP_NCCL:-0}" != 1 ]; then
       "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
         --set dist.comm=nccl --set train.run_dir="$logs/train_nccl" >"$logs/train_nccl.log" 2>&1 ||
         { echo "train on cuda through NCCL: FAILED"; tail -n 5 "$logs/train_nccl.log"; }
+      [ -s "$logs/train_single/metrics.jsonl" ] && [ -s "$logs/train_nccl/metrics.jsonl" ] &&
       "$py" - "$logs/train_single/metrics.jsonl" "$logs/train_nccl/metrics.jsonl" <<'PY' || true
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
