@@ -81,25 +81,33 @@ static __device__ __forceinline__ float window_grad(const vr_window &d, int ih, 
     return g;
 }
 
+/* Element i of an (N,C,h,w) tensor, or of an (N,h,w,C) one when last: its row and column, and
+ * the offset of the first element of its plane in a tensor of the same layout whose planes hold
+ * `other` elements (the plane's elements then lie c apart when last, else 1). */
+static __device__ __forceinline__ size_t plane_of(size_t i, int last, int c, int h, int w,
+                                                  size_t other, int *row, int *col)
+{
+    int ch = 0;
+    if (last) ch = (int)(i % c), i /= c;
+    *col = (int)(i % w);
+    i /= w;
+    *row = (int)(i % h);
+    i /= h; /* the plane (N,C); channels last: the sample */
+    return last ? i * other * c + ch : i * other;
+}
+
 /* One thread per output element: (N,C,OH,OW) float32, or (N,OH,OW,C) bfloat16 channels last. */
 template <typename T>
 static __global__ void maxpool_forward_k(vr_window d, size_t total, const T *x, T *y,
                                          int32_t *argmax)
 {
     const int last = sizeof(T) == 2, c = d.c_in;
-    const size_t plane = (size_t)d.h_in * d.w_in;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = 0;
-        if (last) ch = (int)(t % c), t /= c;
-        const int ow = (int)(t % d.w_out);
-        t /= d.w_out;
-        const int oh = (int)(t % d.h_out);
-        t /= d.h_out; /* the plane (N,C); channels last: the sample */
-        const T *xp = last ? x + t * plane * c + ch : x + t * plane;
+        int oh, ow;
+        size_t at0 = plane_of(i, last, c, d.h_out, d.w_out, (size_t)d.h_in * d.w_in, &oh, &ow);
         int32_t at;
-        vr_st(y + i, window_max(d, oh, ow, xp, last ? (size_t)c : 1, &at));
+        vr_st(y + i, window_max(d, oh, ow, x + at0, last ? (size_t)c : 1, &at));
         argmax[i] = at;
     }
 }
@@ -110,17 +118,10 @@ static __global__ void maxpool_backward_k(vr_window d, size_t total, const T *dy
                                           const int32_t *argmax, T *dx)
 {
     const int last = sizeof(T) == 2, c = d.c_in;
-    const size_t plane = (size_t)d.h_out * d.w_out;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = 0;
-        if (last) ch = (int)(t % c), t /= c;
-        const int iw = (int)(t % d.w_in);
-        t /= d.w_in;
-        const int ih = (int)(t % d.h_in);
-        t /= d.h_in;
-        const size_t base = last ? t * plane * c + ch : t * plane;
+        int ih, iw;
+        size_t base = plane_of(i, last, c, d.h_in, d.w_in, (size_t)d.h_out * d.w_out, &ih, &iw);
         vr_st(dx + i, window_grad(d, ih, iw, dy + base, argmax + base, last ? (size_t)c : 1));
     }
 }
