@@ -8,6 +8,9 @@
  *   written, i.e. bit for bit at the %.6g the log keeps) and ends with the same parameters and
  *   buffers, byte for byte (tolerance 0: the data order and views are a function of the step,
  *   the kernels of the thread count, so nothing may differ).
+ * - SIGINT (Ctrl-C) once step 6 is logged, between checkpoints: the run finishes the step under way,
+ *   saves it (a checkpoint of that step), says so and ends with status 1; resumed, it ends as the
+ *   uninterrupted run in the same two ways.
  * - A full disk (a file size limit below a checkpoint's size) while a resumed run writes its
  *   next checkpoint: the run ends non-zero naming the file and the system's reason, and the
  *   previous checkpoint is there byte for byte, loadable, with no temporary file beside it.
@@ -179,44 +182,59 @@ static vr_status load_checkpoint(const char *path, float **p, size_t *np, float 
     return s;
 }
 
-/* Starts a run in run_dir and SIGKILLs it the moment it creates the temporary file of its
- * second checkpoint, whose path goes to partial. 1 when the kill came before that file was
- * renamed into place (it is still there), 0 when the run was quicker, -1 on failure. */
-static int run_and_kill(const char *run_dir, char *partial, size_t len)
+/* Lines in the file at path (0 where it cannot be read). */
+static int lines_of(const char *path)
+{
+    char *text = tu_read_file(path, NULL);
+    int n = text ? count_of(text, "\n") : 0;
+    free(text);
+    return n;
+}
+
+/* Starts a run in run_dir (its stderr to err) and sends it sig: with at_partial, the moment it
+ * creates the temporary file of its second checkpoint, whose path goes to partial; else the
+ * moment its metrics.jsonl holds 6 lines (steps 1 to 6; the first checkpoint is step 4's). Its
+ * exit status goes to *rc. 1 once it was signalled, -1 when that moment never came. */
+static int run_and_signal(const char *run_dir, const char *err, int sig, int at_partial,
+                          char *partial, size_t len, int *rc)
 {
     CU_ASSERT_EQUAL_FATAL(mkdir(run_dir, 0755), 0);
     int fd = inotify_init1(IN_CLOEXEC);
-    CU_ASSERT_FATAL(fd >= 0 && inotify_add_watch(fd, run_dir, IN_CREATE | IN_MOVED_TO) >= 0);
-    char set_dir[512];
+    CU_ASSERT_FATAL(fd >= 0 && inotify_add_watch(fd, run_dir, IN_CREATE | IN_MOVED_TO | IN_MODIFY) >= 0);
+    char set_dir[512], metrics[600];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", run_dir);
     snprintf(set_dir, sizeof set_dir, "train.run_dir=%s", run_dir);
     const char *args[] = {"train", tmp("recipe.ini"), "--set", set_dir, NULL};
-    pid_t pid = start_cli(args, tmp("killed.out"), tmp("killed.err"));
+    pid_t pid = start_cli(args, tmp("signalled.out"), err);
     CU_ASSERT_FATAL(pid > 0);
-    int committed = 0, killed = 0;
+    int committed = 0, signalled = 0;
     char tmp_name[600];
     snprintf(tmp_name, sizeof tmp_name, "checkpoint.safetensors.tmp.%ld", (long)pid);
-    while (!killed) {
+    while (!signalled) {
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (poll(&pf, 1, 120000) != 1) break; /* a run of seconds: two minutes means it hangs */
         char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-        ssize_t len = read(fd, events, sizeof events);
-        for (char *e = events; e < events + len && !killed;) {
+        ssize_t got = read(fd, events, sizeof events);
+        for (char *e = events; e < events + got && !signalled;) {
             const struct inotify_event *ev = (const struct inotify_event *)e;
             if (ev->len && (ev->mask & IN_MOVED_TO) && !strcmp(ev->name, "checkpoint.safetensors")) committed++;
-            if (ev->len && (ev->mask & IN_CREATE) && committed == 1 && !strcmp(ev->name, tmp_name)) {
-                kill(pid, SIGKILL);
-                killed = 1;
+            int moment = at_partial ? ev->len && (ev->mask & IN_CREATE) && committed == 1 &&
+                                          !strcmp(ev->name, tmp_name)
+                                    : ev->len && (ev->mask & IN_MODIFY) &&
+                                          !strcmp(ev->name, "metrics.jsonl") && lines_of(metrics) >= 6;
+            if (moment) {
+                kill(pid, sig);
+                signalled = 1;
             }
             e += sizeof *ev + ev->len;
         }
     }
     close(fd);
-    if (!killed) kill(pid, SIGKILL);
-    int status;
-    waitpid(pid, &status, 0);
-    if (!killed) return -1;
-    snprintf(partial, len, "%s/%s", run_dir, tmp_name);
-    return access(partial, F_OK) == 0;
+    if (!signalled) kill(pid, SIGKILL);
+    *rc = wait_cli(pid);
+    if (!signalled) return -1;
+    if (at_partial) snprintf(partial, len, "%s/%s", run_dir, tmp_name);
+    return 1;
 }
 
 /* The metrics of a line of metrics.jsonl that a resumed run must repeat exactly. */
@@ -247,6 +265,33 @@ static void compare_metrics(const char *a_path, const char *b_path)
     free(b);
 }
 
+/* Resumes the run in tmp(name) from its checkpoint: the same log and the same final weights
+ * as the uninterrupted run in tmp("a"). */
+static void resume_to_the_end(const char *name)
+{
+    char set_dir[512], ckpt[512], metrics[512];
+    snprintf(set_dir, sizeof set_dir, "train.run_dir=%s", tmp(name));
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", tmp(name));
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", tmp(name));
+    const char *resume[] = {"train", tmp("recipe.ini"), "--set", set_dir, "--resume", ckpt, NULL};
+    CU_ASSERT_EQUAL_FATAL(run_cli(resume, tmp("resumed.out"), tmp("resumed.err")), 0);
+    compare_metrics(tmp("a/metrics.jsonl"), metrics);
+    float *pa, *pb, *ba, *bb;
+    size_t npa, npb, nba, nbb;
+    vr_run_state rs;
+    TU_OK(load_checkpoint(tmp("a/checkpoint.safetensors"), &pa, &npa, &ba, &nba, &rs));
+    CU_ASSERT_EQUAL(rs.step, 18);
+    TU_OK(load_checkpoint(ckpt, &pb, &npb, &bb, &nbb, &rs));
+    CU_ASSERT_EQUAL(rs.step, 18);
+    CU_ASSERT_FATAL(npa == npb && nba == nbb);
+    CU_ASSERT(memcmp(pa, pb, npa * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(ba, bb, nba * sizeof(float)) == 0);
+    free(pa);
+    free(pb);
+    free(ba);
+    free(bb);
+}
+
 static void test_kill_and_resume(void)
 {
     make_data();
@@ -270,8 +315,10 @@ static void test_kill_and_resume(void)
     int caught = 0;
     for (int attempt = 0; attempt < 4 && !caught; attempt++) {
         snprintf(run_b, sizeof run_b, "b%d", attempt);
-        caught = run_and_kill(tmp(run_b), partial, sizeof partial);
-        CU_ASSERT_FATAL(caught >= 0);
+        int rc;
+        CU_ASSERT_FATAL(run_and_signal(tmp(run_b), tmp("killed.err"), SIGKILL, 1, partial,
+                                       sizeof partial, &rc) == 1);
+        caught = access(partial, F_OK) == 0; /* else the run renamed it first */
     }
     CU_ASSERT_FATAL(caught == 1);
     char ckpt_b[512];
@@ -285,27 +332,30 @@ static void test_kill_and_resume(void)
     vr_status ps = load_checkpoint(partial, NULL, NULL, NULL, NULL, &rp);
     CU_ASSERT(ps != VR_OK || rp.step == 8);
 
-    /* resumed: the same log and the same final weights as the uninterrupted run */
-    char set_b[512];
-    snprintf(set_b, sizeof set_b, "train.run_dir=%s", tmp(run_b));
-    const char *resume[] = {"train", tmp("recipe.ini"), "--set", set_b, "--resume", ckpt_b, NULL};
-    CU_ASSERT_EQUAL_FATAL(run_cli(resume, tmp("b.out"), tmp("b.err")), 0);
-    char metrics_b[512];
-    snprintf(metrics_b, sizeof metrics_b, "%s/metrics.jsonl", tmp(run_b));
-    compare_metrics(tmp("a/metrics.jsonl"), metrics_b);
-    float *pa, *pb, *ba, *bb;
-    size_t npa, npb, nba, nbb;
-    TU_OK(load_checkpoint(tmp("a/checkpoint.safetensors"), &pa, &npa, &ba, &nba, &rs));
-    CU_ASSERT_EQUAL(rs.step, 18);
-    TU_OK(load_checkpoint(ckpt_b, &pb, &npb, &bb, &nbb, &rs));
-    CU_ASSERT_EQUAL(rs.step, 18);
-    CU_ASSERT_FATAL(npa == npb && nba == nbb);
-    CU_ASSERT(memcmp(pa, pb, npa * sizeof(float)) == 0);
-    CU_ASSERT(memcmp(ba, bb, nba * sizeof(float)) == 0);
-    free(pa);
-    free(pb);
-    free(ba);
-    free(bb);
+    resume_to_the_end(run_b);
+}
+
+/* SIGINT (Ctrl-C) once step 6 is logged (the first checkpoint is step 4's, the next step 8's):
+ * the run finishes the step under way, saves it and names it, and ends with status 1; resumed,
+ * it ends as the uninterrupted run. SIGTERM and SIGUSR1 reach the same handler. */
+static void test_interrupt_and_resume(void)
+{
+    int rc;
+    CU_ASSERT_FATAL(run_and_signal(tmp("c"), tmp("c.err"), SIGINT, 0, NULL, 0, &rc) == 1);
+    CU_ASSERT_EQUAL(rc, 1);
+    char *err = tu_read_file(tmp("c.err"), NULL);
+    CU_ASSERT_FATAL(err != NULL);
+    const char *said = "vicreg: interrupted after step ", *at = strstr(err, said);
+    long step = at ? atol(at + strlen(said)) : -1;
+    fprintf(stderr, "\n  SIGINT after step 6 was logged: stopped after step %ld\n", step);
+    CU_ASSERT(step >= 6 && step < 18);
+    free(err);
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", tmp("c"));
+    vr_run_state rs;
+    TU_OK(load_checkpoint(ckpt, NULL, NULL, NULL, NULL, &rs));
+    CU_ASSERT_EQUAL(rs.step, step);
+    resume_to_the_end("c");
 }
 
 static int temporaries_in(const char *dir_path)
@@ -610,6 +660,7 @@ int main(int argc, char **argv)
     if (!mkdtemp(dir)) return 2;
     static const tu_test tests[] = {
         {"kill_and_resume", test_kill_and_resume},
+        {"interrupt_and_resume", test_interrupt_and_resume},
         {"full_disk", test_full_disk},
         {"not_finite", test_not_finite},
         {"eval_commands", test_eval_commands},

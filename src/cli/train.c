@@ -44,24 +44,27 @@ static const char *train_help =
     "                       steps per epoch; read no data beyond the image file's header\n"
     "\n"
     "A non-finite loss stops training with exit status 1; the last checkpoint stays as it was.\n"
-    "Ctrl-C (SIGINT) or SIGTERM ends the step under way, saves a checkpoint and exits with 1.\n"
+    "Ctrl-C (SIGINT), SIGTERM or SIGUSR1 ends the step under way, saves a checkpoint and exits\n"
+    "with 1.\n"
     "\n"
     "Data-parallel: mpirun -np N vicreg train RECIPE.ini runs N ranks, each on its share of every\n"
     "batch ([train] batch is the global batch); the loss is taken over the global batch and batch\n"
     "norm is synchronised ([dist] gather, sync_bn); rank 0 alone logs, writes metrics and\n"
     "checkpoints, and every rank resumes from rank 0's checkpoint. A rank that dies or stops\n"
-    "answering ends the run within [dist] timeout_s with a message. SIGINT to the ranks (pkill -INT\n"
-    "-f 'vicreg train') ends the step under way on every rank and saves it; a signal to mpirun\n"
-    "(it sends SIGTERM, then SIGKILL), SIGTERM or a second SIGINT ends every rank at once, and the\n"
-    "last checkpoint written stays.\n";
+    "answering ends the run within [dist] timeout_s with a message. SIGUSR1 to mpirun (kill -USR1\n"
+    "PID; it passes the signal on to every rank, as it does a batch system's warning signal) or\n"
+    "SIGINT to the ranks (pkill -INT -f 'vicreg train') ends the step under way on every rank and\n"
+    "saves it; Ctrl-C to mpirun (it sends the ranks SIGTERM, then SIGKILL a second later), SIGTERM\n"
+    "or a second signal ends every rank at once, and the last checkpoint written stays.\n";
 
 #define PROGRESS_SECONDS 2.0
 
-/* Set by SIGINT/SIGTERM: the loop finishes the step under way, saves and stops, so an
+/* Set by SIGINT/SIGTERM/SIGUSR1: the loop finishes the step under way, saves and stops, so an
  * interrupted run can be resumed from exactly where it stopped. In a data-parallel run the
- * ranks finish that step together, so a wait for the others goes on after SIGINT; SIGTERM (what
- * mpirun sends every rank, a second before SIGKILL, when it is interrupted or a rank died) or a
- * second signal sets stop_now, which ends such waits at once. */
+ * ranks finish that step together, so a wait for the others goes on after SIGINT or SIGUSR1
+ * (which mpirun passes on to every rank); SIGTERM (what mpirun sends every rank, a second
+ * before SIGKILL, when it is interrupted or a rank died) or a second signal sets stop_now,
+ * which ends such waits at once. */
 static volatile sig_atomic_t stop_requested, stop_now;
 
 static void request_stop(int sig)
@@ -699,8 +702,10 @@ static int train(run *u, const train_args *a)
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
     sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGUSR1);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     rc = train_loop(u, start, metrics);
     if (metrics) fclose(metrics);
     unpin_all(u);
@@ -713,6 +718,7 @@ static int train(run *u, const train_args *a)
     }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     if (rc != VR_EXIT_OK || !lead) return rc; /* rank 0 evaluates */
     if (stop_requested) {
         fprintf(stderr, "vicreg: interrupted; training is complete, the k-NN evaluation was skipped "
