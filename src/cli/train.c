@@ -406,12 +406,15 @@ static int stopped(const run *u, int tty)
     return VR_EXIT_RUNTIME;
 }
 
-/* A collective failed (another rank died or hangs, or a signal came while waiting): this rank
- * says so with the last good checkpoint, and every process of the run is ended. */
-static int comm_failed(const run *u, int tty)
+/* A collective failed (another rank died or hangs, or a signal came while waiting), or this
+ * rank alone failed (own: its device, memory or loader; the others would wait for it in their
+ * next collective until [dist] timeout_s): this rank says so with the last good checkpoint,
+ * naming itself where the failure is its own, and every process of the run is ended. */
+static int comm_failed(const run *u, int tty, int own)
 {
     if (tty) fputc('\n', stderr);
-    fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
+    if (own) fprintf(stderr, "vicreg: training stopped on rank %d of %d: %s\n", u->comm->rank, u->comm->size, vr_last_error());
+    else fprintf(stderr, "vicreg: training stopped: %s\n", vr_last_error());
     if (u->last_saved >= 0)
         fprintf(stderr, "vicreg: the last good checkpoint is %s (step %ld)\n", u->checkpoint, u->last_saved);
     fflush(stderr);
@@ -524,14 +527,17 @@ static int train_loop(run *u, long start, FILE *metrics)
     if (u->train.kind == VR_DATA_FOLDER &&
         vr_source_start_loader(&u->train, r, rank, u->comm->size, start, u->total_steps, shuffle_seed,
                                views_seed) != VR_OK)
-        return vr_cli_fail(VR_EXIT_RUNTIME, "loader");
+        return u->comm->size > 1 ? comm_failed(u, 0, 1) : vr_cli_fail(VR_EXIT_RUNTIME, "loader");
     for (long step = start; step < u->total_steps; step++) {
         long epoch = step / u->steps_per_epoch;
         const float *inputs[VR_MAX_BRANCHES];
-        if (inputs_of(u, &f, start, step, inputs) != VR_OK) return vr_cli_fail(VR_EXIT_RUNTIME, "views");
+        if (inputs_of(u, &f, start, step, inputs) != VR_OK)
+            return u->comm->size > 1 ? comm_failed(u, tty, 1) : vr_cli_fail(VR_EXIT_RUNTIME, "views");
         lr = vr_lr_at(&u->sched, step);
         s = vr_trainer_step(&u->t, inputs, lr, &tm);
-        if (s == VR_ERR_COMM) return comm_failed(u, tty);
+        if (s == VR_ERR_COMM) return comm_failed(u, tty, 0);
+        /* a non-finite loss is the global batch's: every rank stops on it alike */
+        if (s != VR_OK && s != VR_ERR_NUMERIC && u->comm->size > 1) return comm_failed(u, tty, 1);
         if (s != VR_OK) return stopped(u, tty);
         long done = step + 1;
         double now = vr_cli_now();
@@ -559,7 +565,7 @@ static int train_loop(run *u, long start, FILE *metrics)
         }
         flags[AGREE_TIME_UP] = lead && r->max_minutes > 0 && now - t0 >= 60.0 * r->max_minutes && done < u->total_steps;
         flags[AGREE_STOP] = stop_requested && done < u->total_steps;
-        if (u->comm->size > 1 && agree(u, flags) != VR_OK) return comm_failed(u, tty);
+        if (u->comm->size > 1 && agree(u, flags) != VR_OK) return comm_failed(u, tty, 0);
         if (flags[AGREE_SAVE_FAILED]) return stopped(u, tty);
         if (flags[AGREE_TIME_UP]) {
             if (lead && u->last_saved != done && save(u, done) != VR_OK) return stopped(u, tty);
@@ -593,7 +599,7 @@ static int setup_agreed(run *u, int rc)
 {
     if (u->comm->size == 1) return rc;
     int64_t bad = rc != VR_EXIT_OK;
-    if (vr_comm_allreduce(u->comm, &bad, 1, VR_COMM_I64) != VR_OK) return comm_failed(u, 0);
+    if (vr_comm_allreduce(u->comm, &bad, 1, VR_COMM_I64) != VR_OK) return comm_failed(u, 0, 0);
     return rc != VR_EXIT_OK ? rc : bad ? VR_EXIT_RUNTIME : VR_EXIT_OK;
 }
 
@@ -685,7 +691,7 @@ static int train(run *u, const train_args *a)
         return rc;
     }
     if (u->comm->size > 1) {
-        if (vr_trainer_broadcast(&u->t) != VR_OK) return comm_failed(u, 0);
+        if (vr_trainer_broadcast(&u->t) != VR_OK) return comm_failed(u, 0, 0);
         start = u->t.step;
         u->last_saved = a->resume ? start : -1;
     }
@@ -716,6 +722,10 @@ static int train(run *u, const train_args *a)
             fprintf(stderr, "vicreg: %d files of %s skipped; %ld batch slots refilled with the next image of the epoch\n",
                     u->train.folder.nskipped, r->train_folder, u->train.refills);
     }
+    /* the ranks leave the comm together (MPI's and NCCL's ends wait for every rank) before rank 0
+     * evaluates alone */
+    vr_comm_destroy(u->comm);
+    u->comm = NULL;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
