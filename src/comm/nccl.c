@@ -193,7 +193,11 @@ static void nccl_destroy(vr_comm *c)
         ncclCommFinalize(x->comm);
         ncclResult_t r = ncclInProgress;
         double t0 = now();
-        while (r == ncclInProgress && now() - t0 < 10.0) ncclCommGetAsyncError(x->comm, &r);
+        struct timespec ts = {0, 1000000L};
+        while (r == ncclInProgress && now() - t0 < 10.0) {
+            ncclCommGetAsyncError(x->comm, &r);
+            if (r == ncclInProgress) nanosleep(&ts, NULL);
+        }
         if (r == ncclSuccess) ncclCommDestroy(x->comm);
         else ncclCommAbort(x->comm);
     }
@@ -202,6 +206,30 @@ static void nccl_destroy(vr_comm *c)
     vr_comm_destroy(x->host);
     free(x);
     free(c);
+}
+
+/* NCCL takes one GPU per rank; two ranks on one device (more ranks on a machine than devices it
+ * shows them) would hang or fail late in its setup. Every rank compares all the ranks' device
+ * UUIDs, so all of them stop here alike. */
+static vr_status distinct_devices(vr_comm *c, int device)
+{
+    if (c->size == 1) return VR_OK;
+    nccl_ctx *x = ctx_of(c);
+    struct cudaDeviceProp prop;
+    VR_TRY(vr_cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
+    const size_t u = sizeof prop.uuid.bytes;
+    unsigned char *all = malloc((size_t)c->size * u);
+    if (!all) return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
+    vr_status s = vr_comm_allgather(x->host, prop.uuid.bytes, u, VR_COMM_U8, all);
+    for (int i = 0; s == VR_OK && i < c->size; i++)
+        for (int j = i + 1; s == VR_OK && j < c->size; j++)
+            if (!memcmp(all + i * u, all + j * u, u))
+                s = vr_fail(VR_ERR_ARG, "comm", "rank %d of %d: ranks %d and %d would share one GPU; "
+                            "nccl needs a GPU per rank: start at most as many ranks on a machine as "
+                            "it has GPUs (CUDA_VISIBLE_DEVICES shows %s)", c->rank, c->size, i, j,
+                            getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "all");
+    free(all);
+    return s;
 }
 
 vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
@@ -241,13 +269,23 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
         nccl_destroy(c);
         return s;
     }
-    ncclUniqueId id;
-    if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
-    s = vr_comm_broadcast(x->host, &id, sizeof id, VR_COMM_U8, 0);
+    x->host->timeout_s = c->timeout_s; /* the setup's waits too are bounded */
+    if (s == VR_OK) s = distinct_devices(c, vr_cuda(be)->device);
+    /* rank 0's id, or its failure to make one, which every rank then reports */
+    struct {
+        ncclUniqueId id;
+        int32_t result;
+    } offer;
+    memset(&offer, 0, sizeof offer);
+    if (s == VR_OK && c->rank == 0) offer.result = ncclGetUniqueId(&offer.id);
+    if (s == VR_OK) s = vr_comm_broadcast(x->host, &offer, sizeof offer, VR_COMM_U8, 0);
+    if (s == VR_OK && offer.result != ncclSuccess)
+        s = vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: ncclGetUniqueId on rank 0: %s", c->rank,
+                    c->size, ncclGetErrorString((ncclResult_t)offer.result));
     if (s == VR_OK) {
         ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
         cfg.blocking = 0;
-        ncclResult_t r = ncclCommInitRankConfig(&x->comm, c->size, id, c->rank, &cfg);
+        ncclResult_t r = ncclCommInitRankConfig(&x->comm, c->size, offer.id, c->rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
             x->comm = NULL;
             s = vr_fail(VR_ERR_COMM, "comm", "rank %d of %d: ncclCommInitRank: %s", c->rank,
@@ -275,6 +313,30 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
 }
 
 #else
+
+/* NCCL takes one GPU per rank; two ranks on one device (more ranks on a machine than devices it
+ * shows them) would hang or fail late in its setup. Every rank compares all the ranks' device
+ * UUIDs, so all of them stop here alike. */
+static vr_status distinct_devices(vr_comm *c, int device)
+{
+    if (c->size == 1) return VR_OK;
+    nccl_ctx *x = ctx_of(c);
+    struct cudaDeviceProp prop;
+    VR_TRY(vr_cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
+    const size_t u = sizeof prop.uuid.bytes;
+    unsigned char *all = malloc((size_t)c->size * u);
+    if (!all) return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
+    vr_status s = vr_comm_allgather(x->host, prop.uuid.bytes, u, VR_COMM_U8, all);
+    for (int i = 0; s == VR_OK && i < c->size; i++)
+        for (int j = i + 1; s == VR_OK && j < c->size; j++)
+            if (!memcmp(all + i * u, all + j * u, u))
+                s = vr_fail(VR_ERR_ARG, "comm", "rank %d of %d: ranks %d and %d would share one GPU; "
+                            "nccl needs a GPU per rank: start at most as many ranks on a machine as "
+                            "it has GPUs (CUDA_VISIBLE_DEVICES shows %s)", c->rank, c->size, i, j,
+                            getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "all");
+    free(all);
+    return s;
+}
 
 vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
 {
