@@ -18,8 +18,8 @@
  * which the trainer zeroes once per step; gradients of activations (dx) are OVERWRITTEN.
  *
  * Kernels take the scratch they need from the backend's own workspace, which grows on first
- * use of a larger shape and is then reused: call vr_backend_reserve after planning a model so
- * no allocation happens on the step path. */
+ * use of a larger shape and is then reused: after a model's first step no allocation happens
+ * on the step path. */
 #ifndef VICREG_BACKEND_H
 #define VICREG_BACKEND_H
 
@@ -80,8 +80,6 @@ struct vr_backend {
 
     /* -- lifetime and memory ----------------------------------------------------------- */
     void (*destroy)(vr_backend *be);
-    /* Ensures `bytes` of scratch exist so later kernels do not allocate. */
-    vr_status (*reserve)(vr_backend *be, size_t bytes);
     vr_status (*alloc)(vr_backend *be, size_t bytes, float **out);
     void (*free)(vr_backend *be, float *p);
     vr_status (*upload)(vr_backend *be, float *dst, const float *host_src, size_t count);

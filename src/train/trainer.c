@@ -267,7 +267,7 @@ vr_status vr_trainer_step(vr_trainer *t, const float *const *x, float lr, vr_vic
     if (bad)
         return vr_fail(VR_ERR_NUMERIC, "train",
                        "step %ld: the %s term is not finite (invariance %g, variance %g, "
-                       "covariance %g); parameters left as they were before the step",
+                       "covariance %g); the step's update was not applied",
                        t->step + 1, bad, terms->invariance, terms->variance, terms->covariance);
     const int parallel = t->comm && t->comm->size > 1;
     if (parallel) {

@@ -20,12 +20,6 @@ vr_status vr_cpu_scratch(vr_backend *be, size_t bytes, float **out)
     return VR_OK;
 }
 
-static vr_status cpu_reserve(vr_backend *be, size_t bytes)
-{
-    float *p;
-    return vr_cpu_scratch(be, bytes, &p);
-}
-
 static vr_status cpu_alloc(vr_backend *be, size_t bytes, float **out)
 {
     (void)be;
@@ -89,7 +83,6 @@ vr_status vr_cpu_backend_create_conv(int threads, vr_cpu_conv conv, vr_backend *
         .device = VR_DEVICE_CPU,
         .ctx = c,
         .destroy = cpu_destroy,
-        .reserve = cpu_reserve,
         .alloc = cpu_alloc,
         .free = cpu_free,
         .upload = cpu_copy,

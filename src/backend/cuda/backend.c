@@ -70,12 +70,6 @@ vr_status vr_cuda_read_doubles(vr_backend *be, const double *dev, int count, con
     return VR_OK;
 }
 
-static vr_status cuda_reserve(vr_backend *be, size_t bytes)
-{
-    void *p;
-    return vr_cuda_scratch(be, bytes, &p);
-}
-
 /* Setup-time allocation; zeroed, as the CPU backend's. */
 static vr_status cuda_alloc(vr_backend *be, size_t bytes, float **out)
 {
@@ -223,7 +217,6 @@ vr_status vr_cuda_backend_create(const char *name, vr_backend **out)
         .device = VR_DEVICE_CUDA,
         .ctx = c,
         .destroy = cuda_destroy,
-        .reserve = cuda_reserve,
         .alloc = cuda_alloc,
         .free = cuda_free,
         .upload = cuda_upload,

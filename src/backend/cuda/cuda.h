@@ -3,7 +3,7 @@
  *
  * Everything hangs off the vr_backend's context: one compute stream on which every kernel,
  * cuBLAS and cuDNN call is queued in order (so a kernel may reuse the scratch the previous one
- * used), the library handles bound to that stream, one scratch block grown by reserve, the
+ * used), the library handles bound to that stream, one scratch block grown on demand, the
  * convolution plans found so far, and a small pinned buffer through which results reach the
  * host. Kernels are queued and not waited for; only download, sync and the calls that return
  * a number to the host (the VICReg terms, the sum of squares) wait for the stream.
