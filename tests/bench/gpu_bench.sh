@@ -14,7 +14,10 @@
 #   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
 #                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1,
 #                SKIP_NCCL=1, FASHION_MNIST (the IDX files' folder,
-#                /usr/share/datasets/fashion-mnist or data/fashion-mnist)
+#                /usr/share/datasets/fashion-mnist or data/fashion-mnist),
+#                PROFILE=PRECISION:BATCH (e.g. bf16:128: after the table, a few steps of each
+#                side under Nsight Systems, where nsys is found, and the GPU time of their
+#                top kernels; reports in BUILD_DIR/gpu-bench/profile_*)
 # Logs of every run go to BUILD_DIR/gpu-bench/. Needs meson, ninja, a C compiler, the CUDA
 # toolkit with cuDNN and the libraries of .ci/deps; PyTorch with CUDA for the peer.
 set -euo pipefail
@@ -176,3 +179,36 @@ for cfg in sorted(rows, key=lambda c: (int(c.split("_b")[1].split("_")[0]), c)):
 print("MB: ours = device memory the run took (cudaMemGetInfo, after the steps, against before"
       " the model); torch = torch.cuda.max_memory_reserved()")
 PY
+
+if [ -n "${PROFILE:-}" ]; then
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems-*/bin/nsys \
+           /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1 || true)
+  p=${PROFILE%%:*} b=${PROFILE##*:}
+  if [ -z "$nsys" ]; then
+    echo "== profile: no nsys on this machine"
+  else
+    echo "== profile: $p, batch $b, 3 steps after 2 of warm-up, each side under $nsys"
+    for side in ours torch; do
+      if [ $side = ours ]; then
+        run=("$bench" gpu --backend "$(backend_of "$p")" --batch "$b" --warmup 2 --steps 3)
+      else
+        run=("$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup 2 --steps 3)
+      fi
+      rep=$logs/profile_${side}_${p}_b$b
+      "$nsys" profile -t cuda,cublas,cudnn --force-overwrite true -o "$rep" "${run[@]}" \
+        >"$rep.log" 2>&1 || { echo "$side: nsys failed, see $rep.log"; continue; }
+      "$nsys" stats -q -r cuda_gpu_kern_sum -f csv -o "$rep" "$rep.nsys-rep" >>"$rep.log" 2>&1 || true
+      csv=$(ls "$rep"*cuda_gpu_kern_sum*.csv 2>/dev/null | head -n 1)
+      [ -n "$csv" ] || { echo "$side: no kernel summary, see $rep.log"; continue; }
+      "$py" - "$csv" "$side" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+key = next(k for k in rows[0] if k.startswith("Total Time"))
+total = sum(float(r[key]) for r in rows)
+print(f"{sys.argv[2]}: {len(rows)} kernels, {total / 1e6:.1f} ms of GPU time over warm-up and steps; the top 20:")
+for r in sorted(rows, key=lambda r: -float(r[key]))[:20]:
+    print(f"  {float(r[key]) / 1e6:8.2f} ms {int(r['Instances']):6d}x  {r['Name'][:110]}")
+PY
+    done
+  fi
+fi
