@@ -726,11 +726,13 @@ static void test_linear(void)
 /* ------------------------------------------------------------------ VICReg loss */
 static void test_vicreg(void)
 {
-    /* n, d, with gradients, coefficient set */
-    static const int cases[][4] = {{2, 1, 1, 0}, {4, 3, 1, 0}, {8, 64, 1, 0},
-                                   {16, 1024, 1, 0}, {8, 64, 0, 0}, {8, 64, 1, 1}, {8, 64, 1, 2}};
+    /* n, d, with gradients, coefficient set; the covariance through C where 2n > d, through
+     * the Gram matrix where 2n <= d */
+    static const int cases[][4] = {{2, 1, 1, 0}, {4, 3, 1, 0}, {8, 64, 1, 0}, {16, 1024, 1, 0},
+                                   {8, 64, 0, 0}, {8, 64, 1, 1}, {8, 64, 1, 2}, {48, 64, 1, 0},
+                                   {40, 64, 1, 2}};
     static const vr_vicreg_coeffs coeffs[] = {{25, 25, 1}, {25, 0, 1}, {25, 25, 0}};
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
         int n = cases[i][0], d = cases[i][1], grads = cases[i][2];
         vr_vicreg_coeffs k = coeffs[cases[i][3]];
         size_t nd = (size_t)n * d;

@@ -300,13 +300,16 @@ static void test_reference_mixed_std(void)
 
 static void test_reference_large(void)
 {
-    /* n 256, d 2048: the BLAS path at a size where OpenBLAS blocks and threads its kernels */
-    int n = 256, d = 2048;
+    /* sizes where OpenBLAS blocks and threads its kernels: n 256, d 2048 through the Gram
+     * matrix (2N <= D), n 384, d 512 through C */
+    int n = 384, d = 2048;
     size_t nd = (size_t)n * d;
     float *z1 = malloc(nd * sizeof *z1), *z2 = malloc(nd * sizeof *z2);
-    make_views(n, d, 99, 0.3f, 2.0f, z1, z2);
+    make_views(256, d, 99, 0.3f, 2.0f, z1, z2);
     vr_backend *be = make_backend();
-    check_case(be, n, d, z1, z2, k_default, 1e-4, 1e-5, 1e-3);
+    check_case(be, 256, d, z1, z2, k_default, 1e-4, 1e-5, 1e-3);
+    make_views(n, 512, 98, 0.3f, 2.0f, z1, z2);
+    check_case(be, n, 512, z1, z2, k_default, 1e-4, 1e-5, 1e-3);
     /* a later, smaller call reuses the (larger) scratch */
     check_case(be, 5, 11, z1, z2, k_default, 2e-5, 1e-5, 1e-4);
     be->destroy(be);
@@ -361,6 +364,7 @@ static void test_finite_differences(void)
     fd_case(6, 9, 11, k_default);
     fd_case(17, 33, 12, k_default);
     fd_case(3, 4, 13, (vr_vicreg_coeffs){1.0f, 2.0f, 5.0f});
+    fd_case(5, 23, 14, (vr_vicreg_coeffs){1.0f, 2.0f, 5.0f}); /* through the Gram matrix */
 }
 
 /* -------------------------------------------------------------- paths and edge cases */
@@ -433,7 +437,7 @@ int main(void)
         {"golden values from PyTorch", test_golden},
         {"naive reference, small and odd shapes", test_reference_small},
         {"naive reference, std on both sides of 1, coefficients", test_reference_mixed_std},
-        {"naive reference, n 256 d 2048 (BLAS path)", test_reference_large},
+        {"naive reference, n 256 d 2048 through G, n 384 d 512 through C (BLAS)", test_reference_large},
         {"finite differences w.r.t. z1 and z2", test_finite_differences},
         {"NULL gradients and repeatability", test_null_gradients},
         {"collapsed embeddings", test_collapse},
