@@ -314,30 +314,6 @@ vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
 
 #else
 
-/* NCCL takes one GPU per rank; two ranks on one device (more ranks on a machine than devices it
- * shows them) would hang or fail late in its setup. Every rank compares all the ranks' device
- * UUIDs, so all of them stop here alike. */
-static vr_status distinct_devices(vr_comm *c, int device)
-{
-    if (c->size == 1) return VR_OK;
-    nccl_ctx *x = ctx_of(c);
-    struct cudaDeviceProp prop;
-    VR_TRY(vr_cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
-    const size_t u = sizeof prop.uuid.bytes;
-    unsigned char *all = malloc((size_t)c->size * u);
-    if (!all) return vr_fail(VR_ERR_NOMEM, "comm", "out of memory");
-    vr_status s = vr_comm_allgather(x->host, prop.uuid.bytes, u, VR_COMM_U8, all);
-    for (int i = 0; s == VR_OK && i < c->size; i++)
-        for (int j = i + 1; s == VR_OK && j < c->size; j++)
-            if (!memcmp(all + i * u, all + j * u, u))
-                s = vr_fail(VR_ERR_ARG, "comm", "rank %d of %d: ranks %d and %d would share one GPU; "
-                            "nccl needs a GPU per rank: start at most as many ranks on a machine as "
-                            "it has GPUs (CUDA_VISIBLE_DEVICES shows %s)", c->rank, c->size, i, j,
-                            getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "all");
-    free(all);
-    return s;
-}
-
 vr_status vr_comm_nccl_create(vr_backend *be, vr_comm **out)
 {
     (void)be;
