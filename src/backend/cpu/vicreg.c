@@ -23,8 +23,8 @@
  * double, per column or per row into arrays that are then summed serially, so the bits do not
  * depend on the thread count. The products are float BLAS: ssyrk forms the upper triangle of C
  * (or G) once; ssymm reads that triangle for the gradient, so it is never mirrored.
- * Cost per view: 3 N D min(N, D)-ish: N D^2 (ssyrk) + 2 N D^2 (ssymm, only with gradients), or
- * N^2 D + 2 N^2 D through G.
+ * Cost per view: N D^2 (ssyrk) + 2 N D^2 (ssymm, only with gradients) through C, N^2 D + 2 N^2 D
+ * through G.
  * Scratch: C (D,D) or G (N,N), and Zc (N,D) floats, reused for the second view, plus O(N + D)
  * doubles. dz1/dz2 must not alias z1/z2: dz1 is written before z2's statistics are read. */
 #include "cpu.h"
