@@ -25,6 +25,13 @@ static vr_status check_maxpool(const vr_window *d)
     return VR_OK;
 }
 
+static vr_status check_avgpool(int n, int c, int s)
+{
+    if (n < 1 || c < 1 || s < 1)
+        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    return VR_OK;
+}
+
 /* The maximum of window (oh, ow) of a plane whose element p lies at xp[p * stride]: the
  * window clipped to the plane (padding is -inf and can never win), the first maximum in
  * row-major order winning and a NaN winning and propagating; *at receives its plane index. */
@@ -194,8 +201,7 @@ extern "C" vr_status vr_cuda_maxpool_backward(vr_backend *be, const vr_window *d
 extern "C" vr_status vr_cuda_avgpool_forward(vr_backend *be, int n, int c, int s, const float *x,
                                              float *y)
 {
-    if (n < 1 || c < 1 || s < 1)
-        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    VR_TRY(check_avgpool(n, c, s));
     size_t planes = (size_t)n * c;
     avgpool_forward_k<<<vr_cuda_blocks(planes * 32, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                         vr_cuda(be)->stream>>>(planes, s, x, y);
@@ -205,8 +211,7 @@ extern "C" vr_status vr_cuda_avgpool_forward(vr_backend *be, int n, int c, int s
 extern "C" vr_status vr_cuda_avgpool_backward(vr_backend *be, int n, int c, int s,
                                               const float *dy, float *dx)
 {
-    if (n < 1 || c < 1 || s < 1)
-        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    VR_TRY(check_avgpool(n, c, s));
     size_t total = (size_t)n * c * s;
     avgpool_backward_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                          vr_cuda(be)->stream>>>(total, s, dy, dx);
@@ -239,8 +244,7 @@ extern "C" vr_status vr_cuda_nhwc_maxpool_backward(vr_backend *be, const vr_wind
 extern "C" vr_status vr_cuda_nhwc_avgpool_forward(vr_backend *be, int n, int c, int s,
                                                   const float *x, float *y)
 {
-    if (n < 1 || c < 1 || s < 1)
-        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    VR_TRY(check_avgpool(n, c, s));
     size_t planes = (size_t)n * c;
     avgpool_forward_nhwc_k<<<vr_cuda_blocks(planes, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                              vr_cuda(be)->stream>>>(planes, c, s, (const vr_bf16 *)x, y);
@@ -250,8 +254,7 @@ extern "C" vr_status vr_cuda_nhwc_avgpool_forward(vr_backend *be, int n, int c, 
 extern "C" vr_status vr_cuda_nhwc_avgpool_backward(vr_backend *be, int n, int c, int s,
                                                    const float *dy, float *dx)
 {
-    if (n < 1 || c < 1 || s < 1)
-        return vr_fail(VR_ERR_SHAPE, "avgpool", "bad shape (%d,%d,%d)", n, c, s);
+    VR_TRY(check_avgpool(n, c, s));
     size_t total = (size_t)n * c * s;
     avgpool_backward_nhwc_k<<<vr_cuda_blocks(total, VR_CUDA_THREADS), VR_CUDA_THREADS, 0,
                               vr_cuda(be)->stream>>>(total, c, s, dy, (vr_bf16 *)dx);
