@@ -114,10 +114,6 @@ static vr_status plan_describe(vr_cuda_conv *p, const vr_window *d, vr_cuda_math
     CONV_TRY(cudnnSetConvolution2dDescriptor(p->conv, d->ph, d->pw, d->sh, d->sw, 1, 1,
                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
              "cudnnSetConvolution2dDescriptor", d);
-    const cudnnMathType_t search_math = math == VR_CUDA_FP32   ? CUDNN_FMA_MATH
-                                        : math == VR_CUDA_TF32 ? CUDNN_DEFAULT_MATH
-                                                               : CUDNN_TENSOR_OP_MATH;
-    CONV_TRY(cudnnSetConvolutionMathType(p->conv, search_math), "cudnnSetConvolutionMathType", d);
     int on, oc, oh, ow;
     CONV_TRY(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &on, &oc, &oh, &ow),
              "cudnnGetConvolution2dForwardOutputDim", d);
@@ -125,7 +121,18 @@ static vr_status plan_describe(vr_cuda_conv *p, const vr_window *d, vr_cuda_math
         return vr_fail(VR_ERR_SHAPE, "cuda",
                        "conv: cuDNN gives output (%d,%d,%d,%d) for a window of (%d,%d,%d,%d)", on,
                        oc, oh, ow, d->n, d->c_out, d->h_out, d->w_out);
-    p->fwd_math = p->bwd_data_math = p->bwd_filter_math = search_math;
+    return VR_OK;
+}
+
+/* Sets the math type a search of mode `math` runs under; each search sets it afresh, since the
+ * one before left its winner's (a bfloat16 forward won by a CUDNN_DEFAULT_MATH algorithm would
+ * otherwise keep the backward searches from the tensor-core algorithms). */
+static vr_status search_math(vr_cuda_conv *p, vr_cuda_math math)
+{
+    const cudnnMathType_t m = math == VR_CUDA_FP32   ? CUDNN_FMA_MATH
+                              : math == VR_CUDA_TF32 ? CUDNN_DEFAULT_MATH
+                                                     : CUDNN_TENSOR_OP_MATH;
+    CONV_TRY(cudnnSetConvolutionMathType(p->conv, m), "cudnnSetConvolutionMathType", &p->win);
     return VR_OK;
 }
 
@@ -160,6 +167,7 @@ static vr_status choose_fwd(vr_backend *be, vr_cuda_conv *p, vr_cuda_math math)
     vr_cuda_ctx *c = vr_cuda(be);
     cudnnConvolutionFwdAlgoPerf_t r[VR_CONV_ALGOS];
     int got = 0;
+    VR_TRY(search_math(p, math));
     cudnnStatus_t s = cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->w, p->conv, p->y,
                                                            VR_CONV_ALGOS, &got, r);
     if (s != CUDNN_STATUS_SUCCESS)
@@ -185,6 +193,7 @@ static vr_status choose_bwd_data(vr_backend *be, vr_cuda_conv *p, vr_cuda_math m
     vr_cuda_ctx *c = vr_cuda(be);
     cudnnConvolutionBwdDataAlgoPerf_t r[VR_CONV_ALGOS];
     int got = 0;
+    VR_TRY(search_math(p, math));
     cudnnStatus_t s = cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->w, p->y, p->conv,
                                                                 p->x, VR_CONV_ALGOS, &got, r);
     if (s != CUDNN_STATUS_SUCCESS)
@@ -211,6 +220,7 @@ static vr_status choose_bwd_filter(vr_backend *be, vr_cuda_conv *p, vr_cuda_math
     vr_cuda_ctx *c = vr_cuda(be);
     cudnnConvolutionBwdFilterAlgoPerf_t r[VR_CONV_ALGOS];
     int got = 0;
+    VR_TRY(search_math(p, math));
     cudnnStatus_t s = cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y, p->conv,
                                                                   p->w, VR_CONV_ALGOS, &got, r);
     if (s != CUDNN_STATUS_SUCCESS)
