@@ -91,11 +91,13 @@ static vr_status cuda_alloc(vr_backend *be, size_t bytes, float **out)
     return VR_OK;
 }
 
-/* Waits for queued work first: a kernel may still read the block. */
+/* Waits for queued work first: a kernel may still read the block, or an input copy write it. */
 static void cuda_free(vr_backend *be, float *p)
 {
     if (!p) return;
-    cudaStreamSynchronize(vr_cuda(be)->stream);
+    vr_cuda_ctx *c = vr_cuda(be);
+    cudaStreamSynchronize(c->stream);
+    if (c->copy_stream) cudaStreamSynchronize(c->copy_stream);
     cudaFree(p);
 }
 
