@@ -497,9 +497,9 @@ static vr_status bn_eval(vr_backend *be, int nhwc, int n, int c, int s, const fl
                          float *y, const float *running_mean, const float *running_var, float eps)
 {
     VR_TRY(bn_check(n, c, s, 0));
-    const bn_cut p = bn_plan(n, s, nhwc);
+    const bn_cut no_chunks = {0, 0, 0}; /* no partial sums: alpha alone */
     bn_work w;
-    VR_TRY(bn_scratch(be, c, &p, 0, &w));
+    VR_TRY(bn_scratch(be, c, &no_chunks, 0, &w));
     float *alpha = w.f[0];
     cudaStream_t st = vr_cuda(be)->stream;
     bn_eval_alpha_k<<<vr_cuda_blocks((size_t)c, 64), 64, 0, st>>>(c, gamma, running_var,
