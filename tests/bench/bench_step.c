@@ -11,7 +11,9 @@
  *      --backend cuda, cuda-tf32 or cuda-bf16 (see tests/bench/gpu_bench.sh and its peer,
  *      tests/bench/torch_gpu_peer.py); one batch uploaded once and reused, every step waited
  *      for; the RESULT line adds the device memory the run took (cudaMemGetInfo after the steps
- *      against before the model)
+ *      against before the backend, once the CUDA context exists: handles, lazily loaded
+ *      kernels, workspaces and the caching of every kind count, as the peer measures); each
+ *      timed step is an NVTX range "step", which a profiler can select (gpu_bench.sh PROFILE)
  * Optimiser as the peer: SGD momentum 0.9, weight decay 1e-6 on every tensor (lr 0.01; 1e-3 for
  * b and gpu).
  *
@@ -29,6 +31,7 @@
 
 #if VR_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
 #endif
 
 static double now(void)
@@ -154,10 +157,15 @@ static int bench_gpu(const char *backend, int n, int warmup, int steps)
 {
 #if VR_HAVE_CUDA
     const int hw = 224;
+    size_t free0, free1, total;
+    cudaError_t ce = cudaFree(NULL);
+    if (ce == cudaSuccess) ce = cudaMemGetInfo(&free0, &total);
+    if (ce != cudaSuccess) {
+        fprintf(stderr, "bench_step gpu: no CUDA device: %s\n", cudaGetErrorString(ce));
+        return 1;
+    }
     vr_backend *be;
     if (vr_backend_create(backend, 0, &be)) die("backend");
-    size_t free0, free1, total;
-    if (cudaMemGetInfo(&free0, &total) != cudaSuccess) die("cudaMemGetInfo");
     vr_branch_config bc;
     vr_branch_config_image(&bc, 50, "8192-8192-8192");
     vr_model m;
@@ -181,9 +189,11 @@ static int bench_gpu(const char *backend, int n, int warmup, int steps)
     for (int it = 0; it < warmup + steps; it++) {
         const float *inputs[1] = {xd};
         vr_vicreg_terms terms;
+        if (it >= warmup) nvtxRangePushA("step");
         double t0 = now();
         if (vr_trainer_step(&t, inputs, 1e-3f, &terms) || be->sync(be)) die("step");
         double dt = now() - t0;
+        if (it >= warmup) nvtxRangePop();
         if (it == 0) first = terms.loss;
         last = terms.loss;
         if (it >= warmup) times[it - warmup] = dt;

@@ -5,7 +5,10 @@
 # metrics line's losses must agree), then ResNet-50 224x224 VICReg training
 # steps at batch 64 and 128 in float32, TF32 and bfloat16, ours (bench_step gpu) and PyTorch's
 # (torch_gpu_peer.py) in alternating runs on the same GPU, and prints a table of pairs/s
-# (images/s; each image gives two views), peak device memory and the ratios of the medians.
+# (images/s; each image gives two views), the device memory each run took and the ratios of
+# the medians. Before all that, one step of ours at batch 2: where our programs cannot run at
+# all (libraries, driver, CPU), it stops there with the reason, before the long runs.
+# Every run has a time limit (below), so a hang costs minutes, not the session.
 #
 #   usage: tests/bench/gpu_bench.sh [ROUNDS] [BUILD_DIR|KIT]  (defaults: 3, build-gpu)
 # With a kit made by tests/bench/gpu_kit.sh (for a machine without Debian's libraries; KIT or
@@ -13,13 +16,17 @@
 # (PyTorch's nvidia-* packages, /usr/local/cuda), on the kit's Fashion-MNIST subset.
 #   environment: PYTHON (a python3 whose torch sees the GPU), BATCHES ("64 128"),
 #                PRECISIONS ("fp32 tf32 bf16"), STEPS (20), WARMUP (5), SKIP_PARITY=1,
-#                SKIP_NCCL=1, FASHION_MNIST (the IDX files' folder,
+#                SKIP_NCCL=1, SKIP_TABLE=1, FASHION_MNIST (the IDX files' folder,
 #                /usr/share/datasets/fashion-mnist or data/fashion-mnist),
-#                PROFILE=PRECISION:BATCH (e.g. bf16:128: after the table, a few steps of each
-#                side under Nsight Systems, where nsys is found, and the GPU time of their
-#                top kernels; reports in BUILD_DIR/gpu-bench/profile_*)
-# Logs of every run go to BUILD_DIR/gpu-bench/. Needs meson, ninja, a C compiler, the CUDA
-# toolkit with cuDNN and the libraries of .ci/deps; PyTorch with CUDA for the peer.
+#                SANITIZE=1 (the parity suite once more under compute-sanitizer's memcheck: the
+#                first out-of-bounds or misaligned accesses, with their kernels),
+#                PROFILE=PRECISION:BATCH (e.g. bf16:128: after the table, one step of each side
+#                after 2 of warm-up, its kernels timed one by one by Nsight Compute (ncu, the
+#                NVTX range "step" only), and each side's top 25 kernels by GPU time)
+# Logs of every run, results_B.jsonl per set of batches B and the profiles go to
+# BUILD_DIR/gpu-bench/ (training checkpoints are deleted once compared, so the folder stays
+# small enough to bring back). Needs meson, ninja, a C compiler, the CUDA toolkit with cuDNN
+# and the libraries of .ci/deps; PyTorch with CUDA for the peer.
 set -euo pipefail
 rounds=${1:-3}
 build=${2:-build-gpu}
@@ -44,6 +51,8 @@ fi
 if [ ! -d "$build" ] && [ -f "$build.tar.xz" ]; then # a packed kit: Python's tarfile needs no xz
   "$py" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall()' "$build.tar.xz"
 fi
+# ours: the kit's programs with the kit's libraries first (only they: torch keeps the machine's)
+ours=()
 if [ -x "$build/bin/bench_step" ]; then
   echo "== kit ($build)"
   libs=$build/lib
@@ -60,12 +69,14 @@ PY
   ) /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && libs=$libs:$d
   done
-  export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  ours=(env "LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
   bin=$build/bin
   parity=$bin/test_backend_parity nccl=$bin/test_nccl bench=$bin/bench_step cli=$bin/vicreg
   FASHION_MNIST=${FASHION_MNIST:-$build/data}
   for b in "$bin"/*; do
-    if ldd "$b" | grep -q "not found"; then echo "gpu_bench: $b lacks:"; ldd "$b" | grep "not found"; fi
+    if "${ours[@]}" ldd "$b" | grep -q "not found"; then
+      echo "gpu_bench: $b lacks:"; "${ours[@]}" ldd "$b" | grep "not found" || true
+    fi
   done
 else
   for tool in meson ninja nvcc; do
@@ -77,46 +88,71 @@ else
   parity=$build/tests/test_backend_parity nccl=$build/tests/test_nccl
   bench=$build/tests/bench/bench_step cli=$build/src/cli/vicreg
 fi
+# our programs under a time limit: LIMIT SECONDS PROGRAM ARGS...
+ours_in() { local s=$1; shift; timeout -k 10 "$s" "${ours[@]}" "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$py" -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 
 logs=$build/gpu-bench
 mkdir -p "$logs"
+echo "== smoke: one step of ours at batch 2"
+if ! ours_in 180 "$bench" gpu --backend cuda --batch 2 --warmup 0 --steps 1 >"$logs/smoke.log" 2>&1; then
+  tail -n 5 "$logs/smoke.log"
+  echo "gpu_bench: our programs cannot run a step here (above; the log: $logs/smoke.log); stopping before the long runs" >&2
+  exit 2
+fi
+echo "smoke: $(grep -o 'step  0.*' "$logs/smoke.log" | head -n 1)"
+
 if [ "${SKIP_PARITY:-0}" != 1 ]; then
   echo "== parity: every op and a training step on cuda, cuda-tf32, cuda-bf16 against cpu"
-  if VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$parity" >"$logs/parity.log" 2>&1; then
+  if VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} ours_in 420 "$parity" \
+       >"$logs/parity.log" 2>&1; then
     echo "parity: passed ($logs/parity.log)"
   else
-    echo "parity: FAILED; the failures:"
-    grep -E "FAILED|no CUDA|Error|error" "$logs/parity.log" | head -40
+    echo "parity: FAILED (status $?); the failures:"
+    { grep -E -A3 "FAILED|no CUDA|Error|error|fail" "$logs/parity.log" || tail -n 20 "$logs/parity.log"; } | head -n 60
     echo "(whole log: $logs/parity.log; the benchmark goes on)"
+  fi
+  grep -E "^Run Summary|asserts|tests " "$logs/parity.log" | head -n 4 || true
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -n 1 || true)
+  if [ -z "$san" ]; then
+    echo "== sanitize: no compute-sanitizer on this machine"
+  else
+    echo "== sanitize: the parity suite under $san (memcheck)"
+    VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} ours_in 420 "$san" \
+      --tool memcheck --print-limit 20 "$parity" >"$logs/sanitize.log" 2>&1 || true
+    { grep -E "^========= (Invalid|Misaligned|Program hit|ERROR SUMMARY)|^=========     at " \
+        "$logs/sanitize.log" || tail -n 5 "$logs/sanitize.log"; } | head -n 40
   fi
 fi
 
 if [ "${SKIP_NCCL:-0}" != 1 ]; then
   echo "== NCCL on one rank (a process without a launcher: no MPI runtime needed)"
-    "$nccl" >"$logs/nccl.log" 2>&1 && echo "test_nccl: passed" ||
-      { echo "test_nccl: FAILED"; tail -n 20 "$logs/nccl.log"; }
-    grep -h "skipping" "$logs/nccl.log" || true
-    fm=${FASHION_MNIST:-}
-    for cand in /usr/share/datasets/fashion-mnist data/fashion-mnist; do
-      [ -z "$fm" ] && [ -f "$cand/train-images-idx3-ubyte.gz" ] && fm=$cand
+  if ours_in 180 "$nccl" >"$logs/nccl.log" 2>&1; then echo "test_nccl: passed"; else
+    echo "test_nccl: FAILED"; tail -n 20 "$logs/nccl.log"
+  fi
+  grep -h "skipping" "$logs/nccl.log" || true
+  fm=${FASHION_MNIST:-}
+  for cand in /usr/share/datasets/fashion-mnist data/fashion-mnist; do
+    [ -z "$fm" ] && [ -f "$cand/train-images-idx3-ubyte.gz" ] && fm=$cand
+  done
+  if [ -n "$fm" ]; then
+    sets=(--set "data.train_images=$fm/train-images-idx3-ubyte.gz"
+          --set "data.train_labels=$fm/train-labels-idx1-ubyte.gz"
+          --set "data.test_images=$fm/t10k-images-idx3-ubyte.gz"
+          --set "data.test_labels=$fm/t10k-labels-idx1-ubyte.gz"
+          --set data.train_limit=2048 --set train.log_every=1 --set train.backend=cuda
+          --set dist.timeout_s=60
+          --set eval.train_limit=1000 --set eval.test_limit=500 --set eval.linear=none)
+    for comm in single nccl; do
+      ours_in 300 "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
+        --set dist.comm=$comm --set train.run_dir="$logs/train_$comm" >"$logs/train_$comm.log" 2>&1 ||
+        { echo "train on cuda, comm $comm: FAILED"; tail -n 5 "$logs/train_$comm.log"; }
     done
-    if [ -n "$fm" ]; then
-      sets=(--set "data.train_images=$fm/train-images-idx3-ubyte.gz"
-            --set "data.train_labels=$fm/train-labels-idx1-ubyte.gz"
-            --set "data.test_images=$fm/t10k-images-idx3-ubyte.gz"
-            --set "data.test_labels=$fm/t10k-labels-idx1-ubyte.gz"
-            --set data.train_limit=2048 --set train.log_every=1 --set train.backend=cuda
-            --set eval.train_limit=1000 --set eval.test_limit=500 --set eval.linear=none)
-      "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
-        --set dist.comm=single --set train.run_dir="$logs/train_single" >"$logs/train_single.log" 2>&1 ||
-        { echo "train on cuda alone: FAILED"; tail -n 5 "$logs/train_single.log"; }
-      "$cli" train recipes/fashion_mnist_quick.ini "${sets[@]}" \
-        --set dist.comm=nccl --set train.run_dir="$logs/train_nccl" >"$logs/train_nccl.log" 2>&1 ||
-        { echo "train on cuda through NCCL: FAILED"; tail -n 5 "$logs/train_nccl.log"; }
-      [ -s "$logs/train_single/metrics.jsonl" ] && [ -s "$logs/train_nccl/metrics.jsonl" ] &&
-      "$py" - "$logs/train_single/metrics.jsonl" "$logs/train_nccl/metrics.jsonl" <<'PY' || true
+    [ -s "$logs/train_single/metrics.jsonl" ] && [ -s "$logs/train_nccl/metrics.jsonl" ] &&
+    "$py" - "$logs/train_single/metrics.jsonl" "$logs/train_nccl/metrics.jsonl" <<'PY' || true
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
@@ -125,41 +161,45 @@ worst = max(abs(x[k] - y[k]) / max(abs(y[k]), 1e-12) for x, y in zip(a, b)
 print(f"NCCL, one rank, against no comm: {len(b)} of {len(a)} metrics lines, largest relative "
       f"loss-term difference {worst:.3g} ({'same' if len(a) == len(b) and worst <= 1e-5 else 'DIFFERENT'})")
 PY
-    else
-      echo "no Fashion-MNIST IDX files (FASHION_MNIST=): the training comparison is skipped"
-    fi
+    grep -h "k-NN\|knn" "$logs/train_single.log" | tail -n 1 || true
+    find "$logs"/train_single "$logs"/train_nccl -name '*.safetensors*' -delete 2>/dev/null || true
+  else
+    echo "no Fashion-MNIST IDX files (FASHION_MNIST=): the training comparison is skipped"
+  fi
 fi
 
 backend_of() { case $1 in fp32) echo cuda ;; tf32) echo cuda-tf32 ;; bf16) echo cuda-bf16 ;; esac; }
 result() { sed -n 's/^RESULT //p' "$1" | tail -n 1; }
-results=$logs/results.jsonl
-: >"$results"
-echo "== steps: $steps timed after $warmup warm-up, $rounds alternating rounds per row"
-for b in $batches; do
-  for p in $precisions; do
-    for r in $(seq "$rounds"); do
-      log=$logs/ours_b${b}_${p}_$r.log
-      if "$bench" gpu --backend "$(backend_of "$p")" --batch "$b" \
-           --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
-        result "$log" >>"$results"
-        echo "b$b $p round $r ours : $(result "$log" | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")')"
-      else
-        echo "b$b $p round $r ours : failed, see $log"; tail -n 3 "$log"
-      fi
-      log=$logs/torch_b${b}_${p}_$r.log
-      if "$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup "$warmup" \
-           --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
-        result "$log" >>"$results"
-        echo "b$b $p round $r torch: $(result "$log" | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")')"
-      else
-        echo "b$b $p round $r torch: failed, see $log"; tail -n 3 "$log"
-      fi
+brief() { "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")'; }
+if [ "${SKIP_TABLE:-0}" != 1 ]; then
+  results=$logs/results_$(echo $batches | tr ' ' -).jsonl
+  : >"$results"
+  echo "== steps: $steps timed after $warmup warm-up, $rounds alternating rounds per row"
+  for b in $batches; do
+    for p in $precisions; do
+      for r in $(seq "$rounds"); do
+        log=$logs/ours_b${b}_${p}_$r.log
+        if ours_in 300 "$bench" gpu --backend "$(backend_of "$p")" --batch "$b" \
+             --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
+          result "$log" >>"$results"
+          echo "b$b $p round $r ours : $(result "$log" | brief)"
+        else
+          echo "b$b $p round $r ours : failed, see $log"; tail -n 3 "$log"
+        fi
+        log=$logs/torch_b${b}_${p}_$r.log
+        if timeout -k 10 300 "$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" \
+             --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
+          result "$log" >>"$results"
+          echo "b$b $p round $r torch: $(result "$log" | brief)"
+        else
+          echo "b$b $p round $r torch: failed, see $log"; tail -n 3 "$log"
+        fi
+      done
     done
   done
-done
 
-echo "== table (medians over rounds; ratio = ours / torch)"
-"$py" - "$results" <<'PY'
+  echo "== table (medians over rounds; ratio = ours / torch)"
+  "$py" - "$results" <<'PY'
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -168,46 +208,53 @@ for line in open(sys.argv[1]):
 gpu = next((r["gpu"] for v in rows.values() for r in v.get("torch", [])), "?")
 print(f"GPU: {gpu}")
 print(f"{'config':34s} {'ours pairs/s':>13s} {'torch pairs/s':>14s} {'ratio':>6s} "
-      f"{'ours MB':>9s} {'torch MB':>9s}")
+      f"{'ours MB':>9s} {'torch MB':>9s} {'reserved':>9s}")
 for cfg in sorted(rows, key=lambda c: (int(c.split("_b")[1].split("_")[0]), c)):
     o, t = rows[cfg].get("ours", []), rows[cfg].get("torch", [])
     med = lambda v, k: statistics.median(x[k] for x in v) if v else float("nan")
     op, tp = med(o, "pairs_per_s"), med(t, "pairs_per_s")
     ratio = op / tp if o and t else float("nan")
     print(f"{cfg:34s} {op:13.1f} {tp:14.1f} {ratio:6.2f} {med(o, 'peak_mem_MB'):9.0f} "
-          f"{med(t, 'peak_mem_MB'):9.0f}")
-print("MB: ours = device memory the run took (cudaMemGetInfo, after the steps, against before"
-      " the model); torch = torch.cuda.max_memory_reserved()")
+          f"{med(t, 'peak_mem_MB'):9.0f} {med(t, 'peak_reserved_MB'):9.0f}")
+print("MB: device memory the run took on each side (cudaMemGetInfo after the steps against before"
+      " the model, once the CUDA context exists); reserved: torch.cuda.max_memory_reserved()")
 PY
+fi
 
 if [ -n "${PROFILE:-}" ]; then
-  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems-*/bin/nsys \
-           /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1 || true)
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1 || true)
   p=${PROFILE%%:*} b=${PROFILE##*:}
-  if [ -z "$nsys" ]; then
-    echo "== profile: no nsys on this machine"
+  if [ -z "$ncu" ]; then
+    echo "== profile: no ncu on this machine"
   else
-    echo "== profile: $p, batch $b, 3 steps after 2 of warm-up, each side under $nsys"
+    echo "== profile: $p, batch $b, one step after 2 of warm-up, each kernel timed by $ncu"
     for side in ours torch; do
-      if [ $side = ours ]; then
-        run=("$bench" gpu --backend "$(backend_of "$p")" --batch "$b" --warmup 2 --steps 3)
-      else
-        run=("$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup 2 --steps 3)
-      fi
       rep=$logs/profile_${side}_${p}_b$b
-      "$nsys" profile -t cuda,cublas,cudnn --force-overwrite true -o "$rep" "${run[@]}" \
-        >"$rep.log" 2>&1 || { echo "$side: nsys failed, see $rep.log"; continue; }
-      "$nsys" stats -q -r cuda_gpu_kern_sum -f csv -o "$rep" "$rep.nsys-rep" >>"$rep.log" 2>&1 || true
-      csv=$(ls "$rep"*cuda_gpu_kern_sum*.csv 2>/dev/null | head -n 1)
-      [ -n "$csv" ] || { echo "$side: no kernel summary, see $rep.log"; continue; }
-      "$py" - "$csv" "$side" <<'PY'
+      if [ $side = ours ]; then
+        run=("$bench" gpu --backend "$(backend_of "$p")" --batch "$b" --warmup 2 --steps 1)
+        pre=("${ours[@]}")
+      else
+        run=("$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup 2 --steps 1)
+        pre=()
+      fi
+      timeout -k 10 300 "${pre[@]}" "$ncu" --nvtx --nvtx-include "step/" --metrics gpu__time_duration.sum \
+        --clock-control none --csv --print-units base --log-file "$rep.csv" "${run[@]}" \
+        >"$rep.log" 2>&1 || { echo "$side: ncu failed (status $?), see $rep.log"; tail -n 3 "$rep.log"; continue; }
+      "$py" - "$rep.csv" "$side" <<'PY' || echo "$side: no kernel times in $rep.csv"
 import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-key = next(k for k in rows[0] if k.startswith("Total Time"))
-total = sum(float(r[key]) for r in rows)
-print(f"{sys.argv[2]}: {len(rows)} kernels, {total / 1e6:.1f} ms of GPU time over warm-up and steps; the top 20:")
-for r in sorted(rows, key=lambda r: -float(r[key]))[:20]:
-    print(f"  {float(r[key]) / 1e6:8.2f} ms {int(r['Instances']):6d}x  {r['Name'][:110]}")
+lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
+per = {}
+for r in csv.DictReader(lines):
+    if r.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    name = r["Kernel Name"]
+    t, n = per.get(name, (0.0, 0))
+    per[name] = (t + float(r["Metric Value"].replace(",", "")), n + 1)
+total = sum(t for t, _ in per.values())
+print(f"{sys.argv[2]}: {sum(n for _, n in per.values())} kernels in one step, {total / 1e6:.2f} ms "
+      f"of GPU time (each kernel alone); the top 25 by time:")
+for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:25]:
+    print(f"  {t / 1e6:8.3f} ms {n:5d}x  {name[:110]}")
 PY
     done
   fi

@@ -14,7 +14,10 @@ Precisions, as the toolkit's backends:
   bf16  autocast to bfloat16 (channels_last), float32 master weights and loss ~ cuda-bf16
 
 Prints one RESULT line of JSON: pairs/s (images/s: each image gives two views), the median
-step, and the allocator's peak (max_memory_reserved; max_memory_allocated beside it).
+step, the device memory the run took as bench_step gpu measures it (torch.cuda.mem_get_info
+after the steps against before the model, once the CUDA context exists), and the allocator's
+peaks (max_memory_reserved, max_memory_allocated). Each timed step is an NVTX range "step",
+which a profiler can select (gpu_bench.sh PROFILE).
 
 usage: python3 torch_gpu_peer.py --precision fp32|tf32|bf16 [--batch 64] [--warmup 5] [--steps 20]
 """
@@ -118,6 +121,8 @@ def main():
     if not torch.cuda.is_available():
         raise SystemExit("torch_gpu_peer: torch sees no CUDA device")
     dev = torch.device("cuda")
+    torch.cuda.init()
+    free0 = torch.cuda.mem_get_info()[0]
     tf32 = a.precision == "tf32"
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -134,6 +139,8 @@ def main():
     torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for it in range(a.warmup + a.steps):
+        if it >= a.warmup:
+            torch.cuda.nvtx.range_push("step")
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -145,16 +152,20 @@ def main():
         opt.step()
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
+        if it >= a.warmup:
+            torch.cuda.nvtx.range_pop()
         losses.append(float(loss))
         if it >= a.warmup:
             times.append(dt)
+    free1 = torch.cuda.mem_get_info()[0]
     med = statistics.median(times)
     res = dict(config=f"gpu_resnet50_224px_b{n}_{a.precision}", side="torch", backbone=source,
                torch=torch.__version__, cudnn=torch.backends.cudnn.version(),
                gpu=torch.cuda.get_device_name(0), batch_pairs=n, median_step_s=round(med, 5),
                min_step_s=round(min(times), 5), max_step_s=round(max(times), 5),
                pairs_per_s=round(n / med, 2), views_per_s=round(2 * n / med, 2),
-               peak_mem_MB=round(torch.cuda.max_memory_reserved() / 2**20, 1),
+               peak_mem_MB=round((free0 - free1) / 2**20, 1),
+               peak_reserved_MB=round(torch.cuda.max_memory_reserved() / 2**20, 1),
                peak_allocated_MB=round(torch.cuda.max_memory_allocated() / 2**20, 1),
                loss_first=round(losses[0], 4), loss_last=round(losses[-1], 4),
                warmup=a.warmup, steps=a.steps)
