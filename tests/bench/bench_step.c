@@ -189,11 +189,12 @@ static int bench_gpu(const char *backend, int n, int warmup, int steps)
     for (int it = 0; it < warmup + steps; it++) {
         const float *inputs[1] = {xd};
         vr_vicreg_terms terms;
-        if (it >= warmup) nvtxRangePushA("step");
+        /* a start/end range, not push/pop: it holds the kernels of every thread */
+        nvtxRangeId_t range = it >= warmup ? nvtxRangeStartA("step") : 0;
         double t0 = now();
         if (vr_trainer_step(&t, inputs, 1e-3f, &terms) || be->sync(be)) die("step");
         double dt = now() - t0;
-        if (it >= warmup) nvtxRangePop();
+        if (it >= warmup) nvtxRangeEnd(range);
         if (it == 0) first = terms.loss;
         last = terms.loss;
         if (it >= warmup) times[it - warmup] = dt;

@@ -88,8 +88,11 @@ else
   parity=$build/tests/test_backend_parity nccl=$build/tests/test_nccl
   bench=$build/tests/bench/bench_step cli=$build/src/cli/vicreg
 fi
-# our programs under a time limit: LIMIT SECONDS PROGRAM ARGS...
-ours_in() { local s=$1; shift; timeout -k 10 "$s" "${ours[@]}" "$@"; }
+# a program under a time limit (--foreground: it stays in the script's process group, so a
+# limit put on the whole script reaches it too): limited SECONDS PROGRAM ARGS...
+limited() { local s=$1; shift; timeout --foreground -k 10 "$s" "$@"; }
+# one of our programs, with the kit's libraries: ours_in SECONDS PROGRAM ARGS...
+ours_in() { local s=$1; shift; limited "$s" "${ours[@]}" "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$py" -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 
@@ -110,7 +113,8 @@ if [ "${SKIP_PARITY:-0}" != 1 ]; then
     echo "parity: passed ($logs/parity.log)"
   else
     echo "parity: FAILED (status $?); the failures:"
-    { grep -E -A3 "FAILED|no CUDA|Error|error|fail" "$logs/parity.log" || tail -n 20 "$logs/parity.log"; } | head -n 60
+    { grep -E -A3 "FAILED|no CUDA|Error|error|fail" "$logs/parity.log" || tail -n 20 "$logs/parity.log"; } |
+      head -n 60 || true
     echo "(whole log: $logs/parity.log; the benchmark goes on)"
   fi
   grep -E "^Run Summary|asserts|tests " "$logs/parity.log" | head -n 4 || true
@@ -121,10 +125,10 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     echo "== sanitize: no compute-sanitizer on this machine"
   else
     echo "== sanitize: the parity suite under $san (memcheck)"
-    VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} ours_in 420 "$san" \
-      --tool memcheck --print-limit 20 "$parity" >"$logs/sanitize.log" 2>&1 || true
+    VR_PARITY_REQUIRE_CUDA=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} limited 420 "$san" \
+      --tool memcheck --print-limit 20 "${ours[@]}" "$parity" >"$logs/sanitize.log" 2>&1 || true
     { grep -E "^========= (Invalid|Misaligned|Program hit|ERROR SUMMARY)|^=========     at " \
-        "$logs/sanitize.log" || tail -n 5 "$logs/sanitize.log"; } | head -n 40
+        "$logs/sanitize.log" || tail -n 5 "$logs/sanitize.log"; } | head -n 40 || true
   fi
 fi
 
@@ -169,7 +173,8 @@ PY
 fi
 
 backend_of() { case $1 in fp32) echo cuda ;; tf32) echo cuda-tf32 ;; bf16) echo cuda-bf16 ;; esac; }
-result() { sed -n 's/^RESULT //p' "$1" | tail -n 1; }
+# the RESULT line, with C's nan and inf as Python's json reads them
+result() { sed -n 's/^RESULT //p' "$1" | tail -n 1 | sed -E 's/: -?nan\b/: NaN/g; s/: inf\b/: Infinity/g'; }
 brief() { "$py" -c 'import json,sys; r=json.load(sys.stdin); print(r["pairs_per_s"], "pairs/s,", r["peak_mem_MB"], "MB")'; }
 if [ "${SKIP_TABLE:-0}" != 1 ]; then
   results=$logs/results_$(echo $batches | tr ' ' -).jsonl
@@ -187,7 +192,7 @@ if [ "${SKIP_TABLE:-0}" != 1 ]; then
           echo "b$b $p round $r ours : failed, see $log"; tail -n 3 "$log"
         fi
         log=$logs/torch_b${b}_${p}_$r.log
-        if timeout -k 10 300 "$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" \
+        if limited 300 "$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" \
              --warmup "$warmup" --steps "$steps" >"$log" 2>&1 && [ -n "$(result "$log")" ]; then
           result "$log" >>"$results"
           echo "b$b $p round $r torch: $(result "$log" | brief)"
@@ -199,7 +204,7 @@ if [ "${SKIP_TABLE:-0}" != 1 ]; then
   done
 
   echo "== table (medians over rounds; ratio = ours / torch)"
-  "$py" - "$results" <<'PY'
+  "$py" - "$results" <<'PY' || echo "gpu_bench: no table (the results: $results)"
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -232,13 +237,13 @@ if [ -n "${PROFILE:-}" ]; then
       rep=$logs/profile_${side}_${p}_b$b
       if [ $side = ours ]; then
         run=("$bench" gpu --backend "$(backend_of "$p")" --batch "$b" --warmup 2 --steps 1)
-        pre=("${ours[@]}")
+        pre=("${ours[@]}") # after the tool: ncu itself runs with the machine's libraries
       else
         run=("$py" "$here/torch_gpu_peer.py" --precision "$p" --batch "$b" --warmup 2 --steps 1)
         pre=()
       fi
-      timeout -k 10 300 "${pre[@]}" "$ncu" --nvtx --nvtx-include "step/" --metrics gpu__time_duration.sum \
-        --clock-control none --csv --print-units base --log-file "$rep.csv" "${run[@]}" \
+      limited 300 "$ncu" --nvtx --nvtx-include "step" --metrics gpu__time_duration.sum \
+        --clock-control none --csv --print-units base --log-file "$rep.csv" "${pre[@]}" "${run[@]}" \
         >"$rep.log" 2>&1 || { echo "$side: ncu failed (status $?), see $rep.log"; tail -n 3 "$rep.log"; continue; }
       "$py" - "$rep.csv" "$side" <<'PY' || echo "$side: no kernel times in $rep.csv"
 import csv, sys
